@@ -1,0 +1,147 @@
+"""Self-attention, from the teaching steps to the layer GPT-2 uses.
+
+Notation (used in the shape comments of every module):
+
+    B   batch size                  T   sequence length (tokens)
+    C   embedding size (emb_dim)    nh  number of heads
+    hs  head size, C // nh          S   length of the keys (T, or more with a KV cache)
+
+The teaching pieces follow chapter 3 of Raschka, *Build a Large Language Model (From
+Scratch)*: :func:`simple_attention` (no weights), :class:`SelfAttention` (trainable query, key
+and value projections, scaled dot product), :class:`CausalAttention` (mask and dropout), and
+:class:`MultiHeadAttentionWrapper` (one ``CausalAttention`` per head, run in a loop).
+:class:`MultiHeadAttention` is the production layer: one fused query/key/value projection
+(``c_attn``, OpenAI's name), all heads in one batched call to
+:func:`torch.nn.functional.scaled_dot_product_attention`, and an explicit-mask path that also
+returns the attention weights, for plots. Vaswani et al. (2017), "Attention Is All You Need".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GPTConfig
+
+
+def simple_attention(x: torch.Tensor) -> torch.Tensor:
+    """Self-attention without weights: each token is a softmax-weighted mix of all tokens.
+
+    ``x``: (T, C) token embeddings. Scores are plain dot products ``x @ x.T``.
+    """
+    scores = x @ x.T  # (T, T)
+    weights = torch.softmax(scores, dim=-1)  # each row sums to 1
+    return weights @ x  # (T, C)
+
+
+class SelfAttention(nn.Module):
+    """Scaled dot-product attention with trainable query, key and value projections."""
+
+    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (..., T, d_out)
+        scores = q @ k.transpose(-2, -1)  # (..., T, T)
+        weights = torch.softmax(scores / math.sqrt(k.shape[-1]), dim=-1)
+        return weights @ v  # (..., T, d_out)
+
+
+class CausalAttention(SelfAttention):
+    """Single-head attention that cannot look ahead, with dropout on the attention weights."""
+
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False
+    ) -> None:
+        super().__init__(d_in, d_out, qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        # True above the diagonal: the future positions a token must not see
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (B, T, d_out)
+        scores = q @ k.transpose(1, 2)  # (B, T, T)
+        scores = scores.masked_fill(self.mask[:T, :T], float("-inf"))  # softmax turns -inf into 0
+        weights = torch.softmax(scores / math.sqrt(k.shape[-1]), dim=-1)
+        return self.dropout(weights) @ v  # (B, T, d_out)
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+    """Multi-head attention as a loop over independent :class:`CausalAttention` heads."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float,
+        num_heads: int,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(x) for head in self.heads], dim=-1)  # (B, T, num_heads * d_out)
+
+
+def attention_with_weights(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal scaled dot-product attention computed explicitly; returns (output, weights).
+
+    ``q``: (B, nh, T, hs), ``k``/``v``: (B, nh, S, hs) with S >= T; query ``i`` sits at key
+    position ``S - T + i``. Same result as ``F.scaled_dot_product_attention(..., is_causal=True)``
+    for S == T, but slower: use it to look at the weights.
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, S)
+    future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(diagonal=S - T + 1)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    out = F.dropout(weights, p=dropout_p) @ v  # (B, nh, T, hs)
+    return out, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention as GPT-2 computes it (names follow OpenAI's checkpoint)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.c_attn = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)  # fused q, k, v
+        self.c_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        self.dropout = cfg.drop_rate
+        self.resid_dropout = nn.Dropout(cfg.drop_rate)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        split = (B, T, self.n_heads, C // self.n_heads)
+        return tuple(t.view(split).transpose(1, 2) for t in (q, k, v))  # 3 x (B, nh, T, hs)
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, nh, T, hs = y.shape
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # re-assemble heads: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(x)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        return self._merge(y)  # (B, T, C)
+
+    def forward_with_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same as :meth:`forward` via the explicit path; also returns (B, nh, T, T) weights."""
+        q, k, v = self._heads(x)
+        y, weights = attention_with_weights(q, k, v, self.dropout if self.training else 0.0)
+        return self._merge(y), weights

@@ -1,0 +1,112 @@
+"""The GPT-2 model: embeddings, a stack of pre-LayerNorm transformer blocks, an output head.
+
+Follows OpenAI's GPT-2 (Radford et al., 2019) and its TensorFlow ``model.py``; submodule names
+are the checkpoint's (``wte``, ``wpe``, ``h.N.ln_1``, ``attn.c_attn``, ``mlp.c_fc``, ``ln_f``), so
+loading weights is a table, not a puzzle (see :mod:`gpt2lib.weights`). Compare Hugging Face's
+``modeling_gpt2.py`` and nanoGPT's ``model.py``.
+
+:class:`LayerNorm` and :class:`GELU` are written out for teaching and tested against PyTorch's
+own; the model uses the fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``, which compute
+the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .config import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """Normalise the last dimension to mean 0 and variance 1, then scale and shift."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))  # OpenAI's "g"
+        self.bias = nn.Parameter(torch.zeros(dim))  # OpenAI's "b"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 and nn.LayerNorm
+        return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
+
+
+class GELU(nn.Module):
+    """GELU with GPT-2's tanh approximation (Hendrycks & Gimpel, 2016)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: expand 4x, GELU, project back."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.c_proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+        self.dropout = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.c_fc(x), approximate="tanh")  # (B, T, 4C)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
+        self.attn = MultiHeadAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
+        self.mlp = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # shortcut around attention
+        x = x + self.mlp(self.ln_2(x))  # shortcut around the feed-forward
+        return x
+
+
+class GPTModel(nn.Module):
+    """GPT-2: ``model(idx)`` maps token IDs (B, T) to next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # token embedding
+        self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)  # position embedding
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
+        self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # one matrix, two uses
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2's initialisation: N(0, 0.02) for weights, zeros for biases
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.cfg.context_length:
+            raise ValueError(
+                f"sequence of {T} tokens is longer than the model's context_length "
+                f"({self.cfg.context_length}); crop it, e.g. idx[:, -{self.cfg.context_length}:]"
+            )
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.h:
+            x = block(x)  # (B, T, C)
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)

@@ -1,0 +1,29 @@
+"""The one switch between the book's real settings and a small, fast offline profile.
+
+``GPT2LIB_PROFILE=full`` (the default) runs every chapter with the book's settings and the real
+GPT-2 weights; ``GPT2LIB_PROFILE=offline`` runs the same code small enough for a 2-core CPU with
+no internet (the test suite and CI set it). Chapters read it through :func:`get_profile` or
+:func:`choose`; nothing else in the library looks at the environment to guess where it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, TypeVar
+
+Profile = Literal["full", "offline"]
+PROFILES: tuple[Profile, ...] = ("full", "offline")
+T = TypeVar("T")
+
+
+def get_profile() -> Profile:
+    """The active profile, from ``GPT2LIB_PROFILE`` (default ``"full"``)."""
+    value = os.environ.get("GPT2LIB_PROFILE", "full").strip().lower() or "full"
+    if value not in PROFILES:
+        raise ValueError(f"GPT2LIB_PROFILE={value!r} is not a profile; choose one of {PROFILES}")
+    return value  # type: ignore[return-value]
+
+
+def choose(full: T, offline: T) -> T:
+    """Pick the value for the active profile: ``choose(full=10, offline=1)``."""
+    return full if get_profile() == "full" else offline

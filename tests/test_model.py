@@ -1,0 +1,94 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.model import GELU, LayerNorm
+from gpt2lib.params import count_parameters, gpt_parameter_count, memory_bytes
+
+SMALL = GPTConfig(vocab_size=128, context_length=32, emb_dim=48, n_heads=4, n_layers=2)
+
+
+def test_layernorm_matches_torch():
+    x = torch.randn(3, 5, 16) * 3 + 1
+    ours, ref = LayerNorm(16), torch.nn.LayerNorm(16)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(16))
+        ref.bias.copy_(torch.randn(16))
+        ours.weight.copy_(ref.weight)
+        ours.bias.copy_(ref.bias)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_gelu_is_the_tanh_approximation():
+    x = torch.linspace(-6, 6, 101)
+    assert torch.allclose(GELU()(x), F.gelu(x, approximate="tanh"), atol=1e-6)
+
+
+def test_logits_shape_and_context_check():
+    model = GPTModel(SMALL)
+    assert model(torch.randint(0, 128, (2, 7))).shape == (2, 7, 128)
+    with pytest.raises(ValueError, match="context_length"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_tied_head_shares_the_embedding():
+    model = GPTModel(dataclasses.replace(SMALL, tie_embeddings=True))
+    assert model.lm_head.weight is model.wte.weight
+    assert not GPTModel(SMALL).lm_head.weight is GPTModel(SMALL).wte.weight
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_parameter_count_formula_matches_model(tied):
+    cfg = dataclasses.replace(SMALL, tie_embeddings=tied)
+    assert count_parameters(GPTModel(cfg)) == gpt_parameter_count(cfg)
+
+
+def test_gpt2_124m_parameter_counts():
+    cfg = GPTConfig.gpt2("124M")
+    assert gpt_parameter_count(cfg, tied=True) == 124_439_808
+    assert gpt_parameter_count(cfg, tied=False) == 163_037_184
+    no_bias = dataclasses.replace(cfg, qkv_bias=False)  # the book's chapter-4 configuration
+    assert gpt_parameter_count(no_bias, tied=True) == 124_412_160
+    assert gpt_parameter_count(no_bias, tied=False) == 163_009_536
+    assert count_parameters(GPTModel(dataclasses.replace(cfg, tie_embeddings=True))) == 124_439_808
+    assert memory_bytes(163_037_184) == 652_148_736
+    assert memory_bytes(163_037_184, torch.bfloat16) == 326_074_368
+
+
+@pytest.fixture(scope="module", params=[SMALL, GPTConfig.gpt2("124M")], ids=["small", "124M"])
+def hf_pair(request):
+    """Hugging Face's GPT2LMHeadModel with random weights, and our model loaded from it."""
+    transformers = pytest.importorskip("transformers")
+    from gpt2lib.weights import load_hf_state_dict
+
+    cfg = request.param
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.context_length,
+        n_embd=cfg.emb_dim,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(hf_cfg)
+    ours = GPTModel(cfg)
+    load_hf_state_dict(ours, hf.state_dict())
+    return cfg, ours, hf
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_logits_equal_huggingface(hf_pair, mode):
+    """The correctness oracle: same weights, same logits (train mode with dropout 0)."""
+    cfg, ours, hf = hf_pair
+    ours.train(mode == "train")
+    hf.train(mode == "train")
+    idx = torch.randint(0, cfg.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (ours(idx) - hf(idx).logits).abs().max().item()
+    assert diff <= 1e-4
