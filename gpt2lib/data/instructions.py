@@ -1,0 +1,267 @@
+"""Instruction data, the Alpaca prompt format, and batching with loss masking.
+
+Instruction tuning teaches a pretrained model to answer a request. Each record has an
+``instruction``, an optional ``input`` and the wanted ``output``; it is written as one text in
+the prompt format of Stanford Alpaca (Taori et al., 2023), which Raschka's *Build a Large
+Language Model (From Scratch)*, ch. 7, also uses::
+
+    Below is an instruction that describes a task. Write a response that appropriately
+    completes the request.
+
+    ### Instruction:
+    Edit the following sentence for grammar.
+
+    ### Input:
+    He go to the park every day.
+
+    ### Response:
+    He goes to the park every day.
+
+(the first sentence is one line; ``### Input:`` appears only when the input is non-empty).
+
+:func:`collate` pads a batch of token sequences and builds next-token targets in which padding
+is ignored by the loss (``-100``, PyTorch's ``cross_entropy`` default ``ignore_index``), except
+one end-of-text token per item, which teaches the model to stop::
+
+    item [5, 6]            inputs  [5, 6, 50256, 50256, 50256]
+                           targets [6, 50256, -100, -100, -100]
+
+Usage::
+
+    data = load_instructions()                      # 1100 records
+    train, val, test = split_instructions(data)     # 935 / 55 / 110, file order
+    ds = InstructionDataset(train, get_tokenizer())
+    loader = DataLoader(ds, batch_size=8, collate_fn=partial(collate, allowed_max_length=1024))
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch.utils.data import Dataset
+
+from ..download import fetch
+
+if TYPE_CHECKING:
+    import tiktoken
+
+URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
+    "01_main-chapter-code/instruction-data.json"
+)
+SHA256 = "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"
+SIZE = 203_524
+FIELDS = ("instruction", "input", "output")
+
+PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+RESPONSE_HEADER = "### Response:"
+
+Record = dict[str, str]
+
+
+def load_instructions(path: str | os.PathLike[str] | None = None) -> list[Record]:
+    """Instruction records, validated.
+
+    With no ``path``, the book's 1,100 records are downloaded (once, sha256-checked). With a
+    ``path``, a JSON file holding a list of records, or a JSONL file (one record per line), is
+    read. Every record must be an object with string fields ``instruction``, ``input`` and
+    ``output`` (extra fields are kept); otherwise a ``ValueError`` names the record and field.
+    """
+    if path is None:
+        path = fetch(URL, sha256=SHA256, size=SIZE)
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from None
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON: {err}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of records, got {type(records).__name__}")
+    return [validate_record(r, i, source=str(path)) for i, r in enumerate(records)]
+
+
+def validate_record(record: object, index: int, source: str = "data") -> Record:
+    """Check one record; return it as a new ``dict``."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{source}: record {index} is not an object: {record!r:.80}")
+    for field in FIELDS:
+        if field not in record:
+            raise ValueError(f"{source}: record {index} has no field {field!r}")
+        if not isinstance(record[field], str):
+            kind = type(record[field]).__name__
+            raise ValueError(
+                f"{source}: record {index}: field {field!r} must be a string, not {kind}"
+            )
+    return dict(record)
+
+
+def format_input(entry: Mapping[str, Any]) -> str:
+    """The prompt: preamble, ``### Instruction:``, and ``### Input:`` when there is an input."""
+    prompt = f"{PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
+    if entry.get("input"):
+        prompt += f"\n\n### Input:\n{entry['input']}"
+    return prompt
+
+
+def format_response(entry: Mapping[str, Any]) -> str:
+    """What follows the prompt in a training text: ``"\\n\\n### Response:\\n"`` + output."""
+    return f"\n\n{RESPONSE_HEADER}\n{entry['output']}"
+
+
+def format_example(entry: Mapping[str, Any]) -> str:
+    """The whole training text, prompt and response."""
+    return format_input(entry) + format_response(entry)
+
+
+def split_instructions(
+    data: Sequence[Record], fractions: Sequence[float] = (0.85, 0.05), seed: int | None = None
+) -> tuple[list[Record], list[Record], list[Record]]:
+    """Train / validation / test, in file order (as the book does) unless a ``seed`` shuffles.
+
+    ``fractions`` are the train and validation shares, the test set is the rest:
+    ``int(n * 0.85)``, ``int(n * 0.05)`` -> 935 / 55 / 110 of 1,100.
+    """
+    if len(fractions) != 2:
+        raise ValueError(f"fractions must be (train, validation), got {tuple(fractions)}")
+    f_train, f_val = (float(f) for f in fractions)
+    if f_train <= 0 or f_val < 0 or f_train + f_val > 1:
+        raise ValueError(
+            f"fractions {tuple(fractions)} must satisfy train > 0, validation >= 0, "
+            "train + validation <= 1"
+        )
+    items = list(data)
+    if seed is not None:
+        random.Random(seed).shuffle(items)
+    train_end = int(len(items) * f_train)
+    val_end = train_end + int(len(items) * f_val)
+    return items[:train_end], items[train_end:val_end], items[val_end:]
+
+
+class InstructionItem(NamedTuple):
+    """One tokenized example: all its token IDs and how many of them are the prompt."""
+
+    input_ids: list[int]
+    prompt_length: int
+
+
+class InstructionDataset(Dataset[InstructionItem]):
+    """Records tokenized once, up front; item ``i`` is an :class:`InstructionItem`.
+
+    The prompt (:func:`format_input`) and the response (:func:`format_response`) are tokenized
+    separately and concatenated, so the prompt's tokens are exactly those the model sees when
+    it is asked to respond, and ``prompt_length`` is exact (for the book's 1,100 records this
+    equals tokenizing the whole text at once). A literal ``<|endoftext|>`` in a record is plain
+    text, not token 50256.
+    """
+
+    def __init__(self, data: Sequence[Mapping[str, Any]], tokenizer: tiktoken.Encoding) -> None:
+        self.items: list[InstructionItem] = []
+        for i, entry in enumerate(data):
+            record = validate_record(entry, i)
+            prompt = tokenizer.encode(format_input(record), disallowed_special=())
+            response = tokenizer.encode(format_response(record), disallowed_special=())
+            self.items.append(InstructionItem(prompt + response, len(prompt)))
+
+    @property
+    def prompt_lengths(self) -> list[int]:
+        return [item.prompt_length for item in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> InstructionItem:
+        return self.items[index]
+
+
+BatchItem = Sequence[int] | torch.Tensor | InstructionItem | tuple[Sequence[int], int]
+
+
+def _unpack(item: object, index: int) -> tuple[list[int], int | None]:
+    """``(ids, prompt_length or None)`` from a plain sequence or an ``(ids, prompt_length)``."""
+    prompt_length = None
+    if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], numbers.Integral):
+        item, length = item
+        if not isinstance(length, numbers.Integral) or isinstance(length, bool):
+            raise TypeError(f"batch item {index}: prompt length must be an int, got {length!r}")
+        prompt_length = int(length)
+    if isinstance(item, torch.Tensor):
+        if item.ndim != 1:
+            raise ValueError(f"batch item {index}: expected a 1-D tensor, got shape {item.shape}")
+        ids = item.tolist()
+    elif isinstance(item, Sequence) and not isinstance(item, str):
+        ids = list(item)
+    else:
+        raise TypeError(f"batch item {index}: expected token IDs, got {type(item).__name__}")
+    if not ids:
+        raise ValueError(f"batch item {index} is empty")
+    if prompt_length is not None and not 0 <= prompt_length <= len(ids):
+        raise ValueError(
+            f"batch item {index}: prompt length {prompt_length} is outside 0..{len(ids)}"
+        )
+    return ids, prompt_length
+
+
+def collate(
+    batch: Sequence[BatchItem],
+    pad_token_id: int = 50256,
+    ignore_index: int = -100,
+    allowed_max_length: int | None = None,
+    device: str | torch.device = "cpu",
+    mask_prompt: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a batch of token sequences and build its next-token targets, both ``(B, T)`` long.
+
+    Each item is a sequence (or 1-D tensor) of token IDs, or ``(ids, prompt_length)`` such as
+    an :class:`InstructionItem`. Every item gets one ``pad_token_id`` (end-of-text) appended and
+    is padded with it to ``T = longest item``; targets are the inputs shifted by one. In the
+    targets, the appended end-of-text stays (the model learns to stop) and every position after
+    it becomes ``ignore_index``. Masking goes by position, never by value, so a text that
+    contains token 50256 itself keeps it as a target. With ``mask_prompt`` the targets that
+    predict prompt tokens become ``ignore_index`` too, so only the response is learned (needs
+    prompt lengths). ``allowed_max_length`` cuts inputs and targets to that many positions.
+    """
+    if len(batch) == 0:
+        raise ValueError("cannot collate an empty batch")
+    if allowed_max_length is not None and allowed_max_length <= 0:
+        raise ValueError(f"allowed_max_length must be positive, got {allowed_max_length}")
+    unpacked = [_unpack(item, i) for i, item in enumerate(batch)]
+    T = max(len(ids) for ids, _ in unpacked)
+    inputs = torch.full((len(batch), T), pad_token_id, dtype=torch.long)
+    targets = torch.full((len(batch), T), ignore_index, dtype=torch.long)
+    for i, (ids, prompt_length) in enumerate(unpacked):
+        n = len(ids)
+        seq = torch.tensor(ids, dtype=torch.long)
+        inputs[i, :n] = seq
+        targets[i, : n - 1] = seq[1:]
+        targets[i, n - 1] = pad_token_id  # the end-of-text after the last real token
+        if mask_prompt:
+            if prompt_length is None:
+                raise ValueError(
+                    f"mask_prompt=True needs prompt lengths, but batch item {i} is plain token "
+                    "IDs; pass (ids, prompt_length) items such as InstructionDataset gives"
+                )
+            # target j predicts token j + 1: tokens 1 .. prompt_length - 1 belong to the prompt
+            targets[i, : max(prompt_length - 1, 0)] = ignore_index
+    if allowed_max_length is not None:
+        inputs, targets = inputs[:, :allowed_max_length], targets[:, :allowed_max_length]
+    return inputs.to(device), targets.to(device)
