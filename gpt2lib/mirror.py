@@ -1,0 +1,325 @@
+"""A local mirror of the book's downloads, with stand-in GPT-2 checkpoints, served on 127.0.0.1.
+
+A mirror is a directory laid out ``<host>/<path>``: it holds at ``HOST/PATH`` the bytes that
+``https://HOST/PATH`` serves, and ``GPT2LIB_MIRROR`` points :mod:`gpt2lib.download` at it
+(``file://`` or ``http://``). :func:`build_mirror` links in the files of a source mirror (e.g.
+the project's ``shared/assets/mirror``) and writes model checkpoints in OpenAI's exact format
+under ``openaipublic.blob.core.windows.net/gpt-2/models/<name>/``, so that
+``download_gpt2(name)`` and ``model_from_openai_checkpoint`` run on them exactly as on GPT-2.
+
+The models are never GPT-2: each lives under its own name, built by a factory registered in
+:data:`MODELS` (``register_model``). ``stand-in-*`` models are seeded random GPT-2-shaped
+networks at initialisation, for tests. Command line::
+
+    python -m gpt2lib.mirror build OUT [--source DIR] [--models stand-in-tiny,...]
+    python -m gpt2lib.mirror serve OUT [--port 0]     # prints the base URL, serves until ^C
+
+:func:`serve` answers single-range ``Range: bytes=...`` requests with ``206 Partial Content``
+(``http.server.SimpleHTTPRequestHandler`` ignores Range), so resumable downloads can be tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import http.server
+import importlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GPT2_SIZES, GPTConfig
+from .model import GPTModel
+
+MODELS_PATH = "openaipublic.blob.core.windows.net/gpt-2/models"
+ENCODINGS_PATH = "openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+
+
+@dataclasses.dataclass(frozen=True)
+class MirrorModel:
+    """A model the mirror can serve: ``factory()`` returns it; ``description`` says what it is."""
+
+    factory: Callable[[], GPTModel] | str  # a callable, or "module:function" imported on use
+    description: str
+
+    def build(self) -> GPTModel:
+        factory = self.factory
+        if isinstance(factory, str):
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        return factory()
+
+
+def random_gpt2(cfg: GPTConfig, seed: int) -> GPTModel:
+    """A GPT-2-shaped model at its seeded random initialisation (the global RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPTModel(cfg).eval()
+
+
+def _stand_in(cfg: GPTConfig, seed: int, what: str) -> MirrorModel:
+    return MirrorModel(
+        functools.partial(random_gpt2, cfg, seed),
+        f"{what}: seeded random weights (seed {seed}), GPT-2's shape and vocabulary, untrained; "
+        "a stand-in for tests, not GPT-2",
+    )
+
+
+MODELS: dict[str, MirrorModel] = {
+    "stand-in-tiny": _stand_in(
+        GPTConfig(context_length=128, emb_dim=64, n_heads=2, n_layers=2, tie_embeddings=True),
+        seed=123,
+        what="tiny stand-in (context 128, 64-dim, 2 layers, 2 heads)",
+    ),
+    "stand-in-124M": _stand_in(
+        GPTConfig.gpt2("124M", tie_embeddings=True), seed=123, what="stand-in with 124M's shape"
+    ),
+}
+DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
+
+
+def register_model(name: str, factory: Callable[[], GPTModel] | str, description: str) -> None:
+    """Make ``name`` buildable: ``factory`` (or ``"module:function"``) returns a GPT-2-shaped model.
+
+    ``description`` says plainly what the model is; it goes into the mirror's ``stand-ins.json``.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(f"invalid model name {name!r}: use letters, digits, '.', '_', '-'")
+    if name in GPT2_SIZES:
+        raise ValueError(f"{name!r} is one of OpenAI's sizes; give the model its own name")
+    MODELS[name] = MirrorModel(factory, description)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _link_tree(source: Path, out: Path, copy: bool) -> None:
+    for path in sorted(source.rglob("*")):
+        if path.is_dir():
+            continue
+        dest = out / path.relative_to(source)
+        if not copy and dest.is_symlink() and dest.resolve() == path.resolve():
+            continue  # already linked
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        if copy:
+            shutil.copyfile(path, tmp)
+        else:
+            tmp.symlink_to(path.resolve())
+        os.replace(tmp, dest)
+
+
+def _fingerprint(model: GPTModel) -> str:
+    """sha256 over the hparams and every tensor as OpenAI's format stores it."""
+    from .weights import hparams_from_config, openai_params_from_gpt
+
+    digest = hashlib.sha256(json.dumps(hparams_from_config(model.cfg)).encode())
+    for name, value in sorted(openai_params_from_gpt(model).items()):
+        digest.update(name.encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _is_current(entry: dict[str, Any] | None, ckpt: Path, fingerprint: str) -> bool:
+    if not entry or entry.get("fingerprint") != fingerprint or not ckpt.is_dir():
+        return False
+    files = entry.get("files", {})
+    on_disk = sorted(p.name for p in ckpt.iterdir())
+    return on_disk == sorted(files) and all(_sha256(ckpt / f) == h for f, h in files.items())
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Serialise concurrent builds of one mirror (several test sessions may start at once)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build_mirror(
+    out: str | os.PathLike,
+    source: str | os.PathLike | None = None,
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    copy: bool = False,
+) -> Path:
+    """Assemble a mirror in ``out``: ``source``'s files (symlinked, or copied) plus ``models``.
+
+    Each model is written with :func:`gpt2lib.weights.write_openai_checkpoint` under
+    ``MODELS_PATH/<name>/``; its BPE files come from ``source`` when it has them, else through
+    the download layer. ``out/stand-ins.json`` records every model's description,
+    configuration, parameter count, a fingerprint of its weights and its files' sha256. A model
+    whose fingerprint and files are unchanged is not written again (nor TensorFlow imported).
+    Returns ``out``.
+    """
+    from .weights import hparams_from_config, write_openai_checkpoint
+
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder_files: bool | Path = True
+    if source is not None:
+        source = Path(source)
+        if not source.is_dir():
+            raise FileNotFoundError(f"source mirror {source} is not a directory")
+        if (source / ENCODINGS_PATH / "encoder.json").is_file():
+            encoder_files = source / ENCODINGS_PATH
+    with _locked(out):
+        if source is not None:
+            _link_tree(source, out, copy)
+        manifest_path = out / "stand-ins.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        for name in models:
+            model = MODELS[name].build()
+            ckpt, fingerprint = out / MODELS_PATH / name, _fingerprint(model)
+            if not _is_current(manifest.get(name), ckpt, fingerprint):
+                write_openai_checkpoint(model, ckpt, encoder_files=encoder_files, overwrite=True)
+            manifest[name] = {
+                "description": MODELS[name].description,
+                "hparams": hparams_from_config(model.cfg),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "fingerprint": fingerprint,
+                "files": {f.name: _sha256(f) for f in sorted(ckpt.iterdir())},
+            }
+        tmp = manifest_path.with_name(f".{manifest_path.name}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, manifest_path)
+    return out
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """``SimpleHTTPRequestHandler`` plus single byte ranges (RFC 9110 section 14), quiet logs."""
+
+    _remaining: int | None = None
+
+    def send_head(self) -> Any:
+        header = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        if header is None or not os.path.isfile(path):
+            return super().send_head()
+        match = _RANGE.fullmatch(header.strip())
+        if not match or match.groups() == ("", ""):
+            return super().send_head()  # several ranges or an odd unit: send the whole file
+        size = os.path.getsize(path)
+        first, last = match.groups()
+        if first and last and int(last) < int(first):
+            return super().send_head()  # an invalid range is ignored
+        if first:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        else:  # "bytes=-N": the last N bytes
+            start, end = max(size - int(last), 0), size - 1
+        if start >= size or end < start:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        f = open(path, "rb")  # noqa: SIM115 (closed by the caller, as in the base class)
+        f.seek(start)
+        self._remaining = end - start + 1
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(self._remaining))
+        self.end_headers()
+        return f
+
+    def end_headers(self) -> None:
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        if self._remaining is None:
+            return super().copyfile(source, outputfile)
+        while self._remaining > 0:
+            block = source.read(min(self._remaining, 1 << 16))
+            if not block:
+                break
+            outputfile.write(block)
+            self._remaining -= len(block)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base-class name)
+        pass
+
+
+def serve(directory: str | os.PathLike, port: int = 0) -> tuple[http.server.HTTPServer, str]:
+    """Serve ``directory`` on 127.0.0.1 from a daemon thread; return ``(server, base_url)``.
+
+    ``port=0`` picks a free port. Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot serve {directory}: not a directory")
+    handler = functools.partial(RangeRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(
+        target=server.serve_forever, args=(0.1,), daemon=True, name="gpt2lib-mirror"
+    ).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m gpt2lib.mirror", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="assemble a mirror directory")
+    build.add_argument("out", type=Path)
+    build.add_argument("--source", type=Path, help="a mirror whose files to include")
+    build.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
+    build.add_argument("--copy", action="store_true", help="copy source files, do not symlink")
+    run = commands.add_parser("serve", help="serve a mirror on 127.0.0.1")
+    run.add_argument("out", type=Path)
+    run.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        models = [m for m in args.models.split(",") if m]
+        try:
+            build_mirror(args.out, args.source, models, copy=args.copy)
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        print(f"built {args.out} with {', '.join(models) or 'no models'}")
+    else:
+        server, url = serve(args.out, args.port)
+        print(url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            server.shutdown()
+            server.server_close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

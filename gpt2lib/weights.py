@@ -1,0 +1,587 @@
+"""Pretrained weights: OpenAI's GPT-2 checkpoints and Hugging Face's, in and out of :class:`GPTModel`.
+
+OpenAI released GPT-2 (Radford et al., 2019) as TensorFlow 1 checkpoints, seven files per size
+under ``https://openaipublic.blob.core.windows.net/gpt-2/models/<size>/``. Their variables are
+named like our modules (see :mod:`gpt2lib.model`), so moving weights is one table,
+:data:`BLOCK_NAMES`, plus one rule: OpenAI computes every linear layer as a 1x1 convolution
+(``conv1d`` in their ``model.py``) whose weight ``w`` is stored ``[1, in, out]``, while
+``nn.Linear`` keeps ``[out, in]``, so ``weight = w[0].T``. Hugging Face's ``GPT2Model`` uses the
+same names again, with ``Conv1D`` weights stored ``[in, out]`` (``weight = w.T``).
+
+Parameters travel as a *flat* dict ``{openai_name: numpy array}`` holding each variable exactly as
+the checkpoint stores it (``"model/h0/attn/c_attn/w"`` has shape ``(1, 768, 2304)``), so what
+:func:`load_openai_checkpoint` returns is what ``tf.train.list_variables`` lists.
+
+TensorFlow, ``safetensors`` and ``transformers`` are imported inside the functions that need
+them: ``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
+``load_weights_into_gpt`` in chapter 5 of Raschka, *Build a Large Language Model (From
+Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import GPT2_SIZES, GPTConfig
+from .download import cache_dir, download, fetch
+from .model import GPTModel
+
+GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models/{size}/{file}"
+GPT2_FILES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
+GPT2_VOCAB_SIZE = 50257
+
+# OpenAI's name inside "model/h{i}/" -> our state-dict key inside "h.{i}." ("g"/"b": LayerNorm
+# gain and bias). Names ending in "/w" are conv1d weights, stored [1, in, out].
+BLOCK_NAMES: dict[str, str] = {
+    "ln_1/g": "ln_1.weight",
+    "ln_1/b": "ln_1.bias",
+    "attn/c_attn/w": "attn.c_attn.weight",  # query, key and value, fused: [1, C, 3C]
+    "attn/c_attn/b": "attn.c_attn.bias",
+    "attn/c_proj/w": "attn.c_proj.weight",
+    "attn/c_proj/b": "attn.c_proj.bias",
+    "ln_2/g": "ln_2.weight",
+    "ln_2/b": "ln_2.bias",
+    "mlp/c_fc/w": "mlp.c_fc.weight",
+    "mlp/c_fc/b": "mlp.c_fc.bias",
+    "mlp/c_proj/w": "mlp.c_proj.weight",
+    "mlp/c_proj/b": "mlp.c_proj.bias",
+}
+TOP_NAMES: dict[str, str] = {
+    "model/wte": "wte.weight",  # token embedding, also the output head (OpenAI ties them)
+    "model/wpe": "wpe.weight",
+    "model/ln_f/g": "ln_f.weight",
+    "model/ln_f/b": "ln_f.bias",
+}
+# our keys (inside "h.{i}.") whose tensors are transposed between the two layouts
+CONV1D_KEYS = tuple(key for name, key in BLOCK_NAMES.items() if name.endswith("/w"))
+
+
+# --- names and shapes --------------------------------------------------------------------------
+
+
+def openai_name_map(n_layer: int) -> dict[str, str]:
+    """OpenAI variable name -> our state-dict key, for a model with ``n_layer`` blocks."""
+    names = dict(TOP_NAMES)
+    for i in range(n_layer):
+        names.update({f"model/h{i}/{n}": f"h.{i}.{k}" for n, k in BLOCK_NAMES.items()})
+    return names
+
+
+def openai_shapes(hparams: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """The shape of every variable in an OpenAI checkpoint with these ``hparams.json`` values."""
+    C, V, T = hparams["n_embd"], hparams["n_vocab"], hparams["n_ctx"]
+    block = {
+        "ln_1/g": (C,),
+        "ln_1/b": (C,),
+        "attn/c_attn/w": (1, C, 3 * C),
+        "attn/c_attn/b": (3 * C,),
+        "attn/c_proj/w": (1, C, C),
+        "attn/c_proj/b": (C,),
+        "ln_2/g": (C,),
+        "ln_2/b": (C,),
+        "mlp/c_fc/w": (1, C, 4 * C),
+        "mlp/c_fc/b": (4 * C,),
+        "mlp/c_proj/w": (1, 4 * C, C),
+        "mlp/c_proj/b": (C,),
+    }
+    shapes = {"model/wte": (V, C), "model/wpe": (T, C), "model/ln_f/g": (C,), "model/ln_f/b": (C,)}
+    for i in range(hparams["n_layer"]):
+        shapes.update({f"model/h{i}/{n}": s for n, s in block.items()})
+    return shapes
+
+
+def _is_conv1d(key: str) -> bool:
+    return key.startswith("h.") and key.split(".", 2)[2] in CONV1D_KEYS
+
+
+def config_from_hparams(hparams: Mapping[str, int], **overrides: Any) -> GPTConfig:
+    """The :class:`GPTConfig` of an OpenAI checkpoint (``qkv_bias=True``, tied embeddings).
+
+    ``overrides`` may change what the checkpoint does not fix (``drop_rate``,
+    ``tie_embeddings``); the shape fields come from ``hparams`` only.
+    """
+    missing = {"n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"} - set(hparams)
+    if missing:
+        raise ValueError(f"hparams lacks {sorted(missing)}; got {dict(hparams)}")
+    fixed = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias"}
+    if fixed & set(overrides):
+        raise ValueError(
+            f"{sorted(fixed & set(overrides))} are fixed by the checkpoint's hparams.json "
+            "and cannot be overridden"
+        )
+    cfg = GPTConfig(
+        vocab_size=hparams["n_vocab"],
+        context_length=hparams["n_ctx"],
+        emb_dim=hparams["n_embd"],
+        n_heads=hparams["n_head"],
+        n_layers=hparams["n_layer"],
+        qkv_bias=True,  # OpenAI's c_attn has biases
+        tie_embeddings=True,  # the format stores only wte, which is also the output head
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+def hparams_from_config(cfg: GPTConfig) -> dict[str, int]:
+    """``hparams.json`` for ``cfg``, with OpenAI's keys in OpenAI's order."""
+    return {
+        "n_vocab": cfg.vocab_size,
+        "n_ctx": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_head": cfg.n_heads,
+        "n_layer": cfg.n_layers,
+    }
+
+
+# --- assigning tensors to a model ---------------------------------------------------------------
+
+
+def _check_shape(name: str, key: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """``expected`` is in the source's layout, so the message compares like with like."""
+    if tuple(value.shape) != tuple(expected):
+        raise ValueError(
+            f"shape mismatch for {name} (our {key}): the weights have {tuple(value.shape)}, "
+            f"the model expects {tuple(expected)}"
+        )
+
+
+def _assign(model: GPTModel, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` (our key -> tensor, shapes already checked) into ``model``."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in tensors.items():
+            state[key].copy_(value)
+
+
+def _check_names(given: set[str], expected: set[str], source: str, hint: str = "") -> None:
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"missing {len(missing)}: {missing[:6]}{' ...' if len(missing) > 6 else ''}"
+            )
+        if unexpected:
+            more = " ..." if len(unexpected) > 6 else ""
+            parts.append(f"unexpected {len(unexpected)}: {unexpected[:6]}{more}")
+        raise ValueError(f"{source} do not match the model ({'; '.join(parts)}){hint}")
+
+
+def load_weights_into_gpt(model: GPTModel, params: Mapping[str, Any]) -> GPTModel:
+    """Copy OpenAI-format ``params`` (``{"model/wte": array, ...}``) into ``model``; return it.
+
+    Every variable is checked against the model's shape first (the error names the variable
+    and both shapes). Conv1d weights ``[1, in, out]`` become ``nn.Linear`` weights ``w[0].T``.
+    If the model's output head is untied, it gets a copy of ``wte``, as OpenAI's GPT-2 uses the
+    token embedding as its output layer.
+    """
+    if not model.cfg.qkv_bias:
+        raise ValueError(
+            "OpenAI's checkpoints carry query/key/value biases; build the model with "
+            "GPTConfig(qkv_bias=True)"
+        )
+    name_map = openai_name_map(model.cfg.n_layers)
+    hint = f" (the model has {model.cfg.n_layers} layers)"
+    _check_names(set(params), set(name_map), "checkpoint variables", hint)
+    state, tensors = model.state_dict(), {}
+    for name, key in name_map.items():  # check every shape before copying anything
+        value = torch.as_tensor(np.asarray(params[name]), dtype=torch.float32)
+        shape = tuple(state[key].shape)
+        _check_shape(name, key, value, (1, *shape[::-1]) if _is_conv1d(key) else shape)
+        tensors[key] = value[0].T if _is_conv1d(key) else value  # [1, in, out] -> [out, in]
+    if not model.cfg.tie_embeddings:
+        tensors["lm_head.weight"] = tensors["wte.weight"]
+    _assign(model, tensors)
+    return model
+
+
+def openai_params_from_gpt(model: GPTModel) -> dict[str, np.ndarray]:
+    """The inverse of :func:`load_weights_into_gpt`: ``{openai_name: float32 array}``."""
+    state = model.state_dict()
+    params = {}
+    for name, key in openai_name_map(model.cfg.n_layers).items():
+        value = state[key].detach().to("cpu", torch.float32)
+        if _is_conv1d(key):
+            value = value.T[None]  # [out, in] -> [1, in, out]
+        params[name] = np.ascontiguousarray(value.numpy())
+    return params
+
+
+# --- OpenAI's release ---------------------------------------------------------------------------
+
+
+def _check_size_name(size: str) -> None:
+    if not isinstance(size, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", size):
+        raise ValueError(
+            f"invalid model name {size!r}: expected a size such as "
+            f"{', '.join(map(repr, GPT2_SIZES))} or a mirror's own name like 'stand-in-tiny' "
+            "(letters, digits, '.', '_', '-'; no slashes)"
+        )
+
+
+def download_gpt2(size: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """Fetch the seven files of OpenAI's ``size`` release into ``models_dir/size``; return it.
+
+    ``size`` is one of OpenAI's ``"124M"``, ``"355M"``, ``"774M"``, ``"1558M"``, or a name a
+    mirror serves in the same layout (e.g. ``"stand-in-tiny"``, a random stand-in, not GPT-2).
+    ``models_dir`` defaults to ``cache_dir() / "models"``. Files already there are kept: the
+    download layer only ever renames a complete file into place.
+    """
+    _check_size_name(size)
+    target = Path(models_dir) if models_dir is not None else cache_dir() / "models"
+    target = target / size
+    for file in GPT2_FILES:
+        dest = target / file
+        if not dest.is_file():
+            download(GPT2_URL.format(size=size, file=file), dest)
+    return target
+
+
+def _import_tensorflow() -> Any:
+    # quiet TensorFlow's C++ start-up messages (oneDNN notice, log banners) unless the user chose
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    return tf
+
+
+def _read_hparams(ckpt_dir: Path) -> dict[str, int]:
+    path = ckpt_dir / "hparams.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no hparams.json in {ckpt_dir}: not an OpenAI GPT-2 checkpoint")
+    return json.loads(path.read_text())
+
+
+def load_openai_checkpoint(
+    ckpt_dir: str | os.PathLike,
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Read ``hparams.json`` and the TensorFlow checkpoint in ``ckpt_dir``.
+
+    Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
+    array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    hparams = _read_hparams(ckpt_dir)
+    tf = _import_tensorflow()
+    # the `checkpoint` file names the prefix; fall back to OpenAI's name if it points elsewhere
+    candidates = [tf.train.latest_checkpoint(str(ckpt_dir)), str(ckpt_dir / "model.ckpt")]
+    prefix = next((c for c in candidates if c and Path(c + ".index").is_file()), None)
+    if prefix is None:
+        raise FileNotFoundError(f"no TensorFlow checkpoint (model.ckpt.index) in {ckpt_dir}")
+    params = {
+        name: np.asarray(tf.train.load_variable(prefix, name), dtype=np.float32)
+        for name, _ in tf.train.list_variables(prefix)
+    }
+    return hparams, params
+
+
+def model_from_openai_checkpoint(
+    ckpt_dir: str | os.PathLike, *, tie_embeddings: bool = True, **overrides: Any
+) -> GPTModel:
+    """Build the model ``ckpt_dir/hparams.json`` describes, load its weights, return it in eval mode.
+
+    ``tie_embeddings=False`` gives the model a separate output head initialised with a copy of
+    ``wte`` (as the book does); ``overrides`` (e.g. ``drop_rate=0.1``) go to the config.
+    """
+    hparams, params = load_openai_checkpoint(ckpt_dir)
+    cfg = config_from_hparams(hparams, tie_embeddings=tie_embeddings, **overrides)
+    model = GPTModel(cfg)
+    load_weights_into_gpt(model, params)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _atomic_dir(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory next to ``target`` that becomes ``target`` on success."""
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty (pass overwrite=True)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()  # unlike tempfile.mkdtemp, honours the umask (0o755 usually)
+    try:
+        yield tmp
+        if target.exists():
+            old = tmp.with_suffix(".old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _copy_bpe_files(out: Path, encoder_files: bool | str | os.PathLike) -> None:
+    import hashlib
+
+    from .tokenizer import BPE_FILES
+
+    for url, sha256 in BPE_FILES.items():
+        name = url.rsplit("/", 1)[1]
+        if encoder_files is True:
+            source = fetch(url, sha256=sha256)
+        else:
+            source = Path(encoder_files) / name
+            if hashlib.sha256(source.read_bytes()).hexdigest() != sha256:
+                raise ValueError(f"{source} is not GPT-2's {name} (sha256 differs)")
+        shutil.copyfile(source, out / name)
+
+
+def write_openai_checkpoint(
+    model_or_params: GPTModel | Mapping[str, Any],
+    ckpt_dir: str | os.PathLike,
+    *,
+    hparams: Mapping[str, int] | None = None,
+    encoder_files: bool | str | os.PathLike = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint in the exact format of OpenAI's GPT-2 release; return ``ckpt_dir``.
+
+    ``model.ckpt.{index,data-00000-of-00001,meta}`` (a TensorFlow 1 checkpoint with OpenAI's
+    variable names, float32, conv1d weights ``[1, in, out]``), ``hparams.json``, ``checkpoint``
+    and, unless ``encoder_files=False``, GPT-2's BPE files ``encoder.json`` and ``vocab.bpe``
+    (fetched through :mod:`gpt2lib.download`, or copied from the directory ``encoder_files``
+    names). A model must be GPT-2-shaped (vocabulary 50257, ``qkv_bias=True``, output head equal
+    to ``wte``); a params dict needs ``hparams``. The directory appears complete or not at all.
+    """
+    if isinstance(model_or_params, GPTModel):
+        params, hparams = (
+            _params_of_model(model_or_params),
+            hparams_from_config(model_or_params.cfg),
+        )
+    elif isinstance(model_or_params, Mapping):
+        if hparams is None:
+            raise TypeError("writing a params dict needs hparams= (n_head is not in the shapes)")
+        params, hparams = _checked_params(model_or_params, hparams), dict(hparams)
+    else:
+        raise TypeError(f"expected a GPTModel or a params dict, got {type(model_or_params)}")
+    ckpt_dir = Path(ckpt_dir)
+    tf = _import_tensorflow()
+    with _atomic_dir(ckpt_dir, overwrite) as tmp:
+        _save_tf1_checkpoint(tf, params, tmp / "model.ckpt")
+        (tmp / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
+        (tmp / "checkpoint").write_text(
+            'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+        )
+        if encoder_files is not False:
+            _copy_bpe_files(tmp, encoder_files)
+    return ckpt_dir
+
+
+def _params_of_model(model: GPTModel) -> dict[str, np.ndarray]:
+    cfg = model.cfg
+    if cfg.vocab_size != GPT2_VOCAB_SIZE or not cfg.qkv_bias:
+        raise ValueError(
+            "OpenAI's format holds GPT-2-shaped models: vocab_size 50257 and qkv_bias=True; "
+            f"got vocab_size={cfg.vocab_size}, qkv_bias={cfg.qkv_bias}"
+        )
+    if not cfg.tie_embeddings and not torch.equal(model.lm_head.weight, model.wte.weight):
+        raise ValueError(
+            "OpenAI's format stores only wte, which doubles as the output head; this model's "
+            "lm_head differs from wte and would be lost (tie them, or export with export_hf)"
+        )
+    return openai_params_from_gpt(model)
+
+
+def _checked_params(params: Mapping[str, Any], hparams: Mapping[str, int]) -> dict[str, np.ndarray]:
+    if hparams.get("n_vocab") != GPT2_VOCAB_SIZE:
+        raise ValueError(f"OpenAI's format needs n_vocab 50257, got {hparams.get('n_vocab')}")
+    shapes = openai_shapes(hparams)
+    _check_names(set(params), set(shapes), "params", f" (hparams: {dict(hparams)})")
+    out = {}
+    for name, shape in shapes.items():
+        out[name] = np.ascontiguousarray(np.asarray(params[name], dtype=np.float32))
+        if out[name].shape != shape:
+            raise ValueError(f"shape mismatch for {name}: got {out[name].shape}, expected {shape}")
+    return out
+
+
+def _save_tf1_checkpoint(tf: Any, params: dict[str, np.ndarray], prefix: Path) -> None:
+    """Save ``params`` as TF1 ``VariableV2`` variables with a ``Saver`` (V2 format + meta graph)."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        feeds, variables = {}, {}
+        for name, value in params.items():
+            # initial values are fed, not baked into the graph: the .meta stays small
+            placeholder = v1.placeholder(tf.float32, value.shape)
+            variables[name] = v1.Variable(placeholder, name=name, use_resource=False)
+            feeds[placeholder] = value
+        saver = v1.train.Saver(var_list=variables, write_version=v1.train.SaverDef.V2)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer(), feed_dict=feeds)
+            saver.save(sess, str(prefix), write_meta_graph=True, write_state=False)
+
+
+# --- Hugging Face -------------------------------------------------------------------------------
+
+HF_GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
+_HF_MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
+
+
+def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, Any]) -> GPTModel:
+    """Copy a Hugging Face GPT-2 state dict into ``model``; return it.
+
+    Accepts the keys of ``GPT2LMHeadModel`` (``transformer.h.0...``, ``lm_head.weight``) and of
+    ``GPT2Model`` (``h.0...``). ``Conv1D`` weights (``[in, out]``) are transposed; the causal-mask
+    buffers ``attn.bias``/``attn.masked_bias`` are skipped. Every other key must match: missing
+    or unexpected keys and shape mismatches raise a ``ValueError`` naming them. Without
+    ``lm_head.weight`` an untied head gets a copy of ``wte``; a tied model accepts it only if it
+    equals ``wte``.
+    """
+    if not model.cfg.qkv_bias:
+        raise ValueError("Hugging Face's GPT-2 has query/key/value biases: use qkv_bias=True")
+    renamed = {}
+    for hf_key, value in state_dict.items():
+        key = hf_key.removeprefix("transformer.")
+        if not _HF_MASK_BUFFER.fullmatch(key):
+            renamed[key] = (hf_key, torch.as_tensor(value))
+    lm_head = renamed.pop("lm_head.weight", None)
+    expected = {k for k in model.state_dict() if k != "lm_head.weight"}
+    _check_names(set(renamed), expected, "state dict keys")
+    state, tensors = model.state_dict(), {}
+    for key, (hf_key, value) in renamed.items():  # check every shape before copying anything
+        shape = tuple(state[key].shape)
+        _check_shape(hf_key, key, value, shape[::-1] if _is_conv1d(key) else shape)
+        tensors[key] = value.T if _is_conv1d(key) else value  # Conv1D: [in, out] -> [out, in]
+    if model.cfg.tie_embeddings:
+        if lm_head is not None and not torch.equal(lm_head[1], tensors["wte.weight"]):
+            raise ValueError("lm_head.weight differs from wte.weight but the model ties them")
+    else:
+        hf_key, value = lm_head if lm_head is not None else ("wte.weight", tensors["wte.weight"])
+        _check_shape(hf_key, "lm_head.weight", value, tuple(state["lm_head.weight"].shape))
+        tensors["lm_head.weight"] = value
+    _assign(model, tensors)
+    return model
+
+
+def config_from_hf(config: Mapping[str, Any]) -> GPTConfig:
+    """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json``."""
+    if config.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"not a GPT-2 config: model_type={config.get('model_type')!r}")
+    if config.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"unsupported activation {config['activation_function']!r}")
+    if config.get("n_inner") not in (None, 4 * config["n_embd"]):
+        raise ValueError(f"unsupported n_inner={config['n_inner']} (GPTModel uses 4 * n_embd)")
+    return GPTConfig(
+        vocab_size=config["vocab_size"],
+        context_length=config["n_positions"],
+        emb_dim=config["n_embd"],
+        n_heads=config["n_head"],
+        n_layers=config["n_layer"],
+        drop_rate=config.get("resid_pdrop", 0.0),
+        qkv_bias=True,
+        tie_embeddings=config.get("tie_word_embeddings", True),
+    )
+
+
+def _hf_source(source: str | os.PathLike) -> tuple[Path, GPTConfig | None]:
+    """Resolve a path or hub name to (safetensors file, config if known)."""
+    name = str(source).removeprefix("openai-community/")
+    if name in HF_GPT2_SIZES:
+        url = HF_URL.format(repo=f"openai-community/{name}", file="model.safetensors")
+        return fetch(url), GPTConfig.gpt2(HF_GPT2_SIZES[name], tie_embeddings=True)
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.is_file():
+        config = path.parent / "config.json"
+        return path, config_from_hf(json.loads(config.read_text())) if config.is_file() else None
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):  # another hub repository, "owner/name"
+        cfg_path = fetch(HF_URL.format(repo=source, file="config.json"))
+        file = fetch(HF_URL.format(repo=source, file="model.safetensors"))
+        return file, config_from_hf(json.loads(cfg_path.read_text()))
+    raise ValueError(
+        f"{str(source)!r} is neither a safetensors file, a directory holding one, nor a hub "
+        f"repository; OpenAI's GPT-2 on the hub: {', '.join(HF_GPT2_SIZES)}"
+    )
+
+
+def load_hf_safetensors(source: str | os.PathLike, cfg: GPTConfig | None = None) -> GPTModel:
+    """Load GPT-2 weights in Hugging Face's ``model.safetensors`` format; return the model in eval.
+
+    ``source`` is a hub name (``"gpt2"``, ``"gpt2-medium"``, ``"gpt2-large"``, ``"gpt2-xl"``,
+    optionally prefixed ``"openai-community/"``, fetched from
+    ``https://huggingface.co/openai-community/<name>/resolve/main/model.safetensors`` through
+    :mod:`gpt2lib.download`), another hub repository ``"owner/name"`` (with its ``config.json``),
+    or a local file or directory (its ``config.json`` is read when present). ``cfg`` overrides
+    the configuration found, and is required when none is.
+    """
+    from safetensors.torch import load_file
+
+    path, found = _hf_source(source)
+    cfg = cfg or found
+    if cfg is None:
+        raise ValueError(f"no config.json next to {path}: pass cfg=GPTConfig(...)")
+    model = GPTModel(cfg)
+    load_hf_state_dict(model, load_file(str(path)))
+    return model.eval()
+
+
+def export_hf(model: GPTModel, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for ``GPT2LMHeadModel.from_pretrained``.
+
+    Keys are ``GPT2LMHeadModel``'s (``transformer.`` prefix, ``Conv1D`` weights ``[in, out]``);
+    ``lm_head.weight`` is written only for an untied model. A model without query/key/value
+    biases is exported with zero biases, which computes the same function.
+    """
+    from safetensors.torch import save_file
+
+    cfg, state = model.cfg, model.state_dict()
+    tensors = {}
+    for key, value in state.items():
+        if key == "lm_head.weight":
+            continue
+        value = value.T if _is_conv1d(key) else value
+        tensors[f"transformer.{key}"] = value.detach().to("cpu", torch.float32).contiguous()
+    for i in range(cfg.n_layers):
+        tensors.setdefault(f"transformer.h.{i}.attn.c_attn.bias", torch.zeros(3 * cfg.emb_dim))
+    if not cfg.tie_embeddings:
+        tensors["lm_head.weight"] = state["lm_head.weight"].detach().to("cpu", torch.float32)
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_layer": cfg.n_layers,
+        "n_head": cfg.n_heads,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": cfg.drop_rate,
+        "embd_pdrop": cfg.drop_rate,
+        "attn_pdrop": cfg.drop_rate,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "torch_dtype": "float32",
+    }
+    if cfg.vocab_size == GPT2_VOCAB_SIZE:
+        config.update(bos_token_id=GPT2_VOCAB_SIZE - 1, eos_token_id=GPT2_VOCAB_SIZE - 1)
+    out_dir = Path(out_dir)
+    with _atomic_dir(out_dir, overwrite) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return out_dir
