@@ -143,8 +143,8 @@ def _size(path: Path) -> int:
 
 @contextlib.contextmanager
 def _progress(desc: str, total: int | None, initial: int, enabled: bool) -> Iterator[Any]:
-    """A byte progress bar (tqdm.auto) that shows only if the transfer takes a while."""
-    from tqdm.auto import tqdm  # imported here: `import gpt2lib` stays light
+    """A text progress bar (on stderr) that shows only if the transfer takes a while."""
+    from tqdm import tqdm  # imported here: `import gpt2lib` stays light
 
     bar = tqdm(
         total=total,

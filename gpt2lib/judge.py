@@ -466,7 +466,7 @@ def score_responses(
             raise type(err)(f"record {i}: {err}") from None
     items: Iterable[Mapping[str, Any]] = records
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         items = tqdm(records, desc="Scoring", unit="entry")
     scores = [judge.score(entry) for entry in items]

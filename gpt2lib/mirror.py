@@ -85,8 +85,13 @@ MODELS: dict[str, MirrorModel] = {
     "stand-in-124M": _stand_in(
         GPTConfig.gpt2("124M", tie_embeddings=True), seed=123, what="stand-in with 124M's shape"
     ),
+    "mini-shakespeare": MirrorModel(
+        "gpt2lib.pretrain:load_mini",
+        "mini-shakespeare: the project's own mini GPT-2 (GPT-2's tokenizer and architecture, "
+        "7.3 M parameters), pretrained by gpt2lib.pretrain on Tiny Shakespeare; not OpenAI's GPT-2",
+    ),
 }
-DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
+DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny", "mini-shakespeare")
 
 
 def register_model(name: str, factory: Callable[[], GPTModel] | str, description: str) -> None:

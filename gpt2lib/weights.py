@@ -310,6 +310,53 @@ def model_from_openai_checkpoint(
     return model.eval()
 
 
+def describe_checkpoint(name: str) -> str:
+    """What the checkpoint called ``name`` is, in words: OpenAI's GPT-2, or a model of ours."""
+    if name in GPT2_SIZES:
+        return f"OpenAI's GPT-2 {name} (the released weights)"
+    from .mirror import MODELS  # light: factories are imported only when a model is built
+
+    if name in MODELS:
+        return MODELS[name].description
+    return f"{name}: a checkpoint in OpenAI's layout, not one of OpenAI's GPT-2 releases"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedInfo:
+    """Where a loaded checkpoint came from: printed by every chapter that loads a model."""
+
+    name: str
+    description: str
+    url: str  # the canonical URL of the checkpoint's folder
+    source: str  # where it was actually fetched from (the canonical URL, or a mirror of it)
+    n_params: int
+
+    def __str__(self) -> str:
+        lines = [f"checkpoint: {self.description}", f"parameters: {self.n_params:,}"]
+        lines.append(f"from:       {self.url}")
+        if self.source != self.url:
+            lines.append(f"served by:  {self.source} (mirror)")
+        return "\n".join(lines)
+
+
+def load_pretrained(
+    name: str, models_dir: str | os.PathLike | None = None, **kwargs: Any
+) -> tuple[GPTModel, PretrainedInfo]:
+    """Download checkpoint ``name`` in OpenAI's format and load it: ``(model, info)``.
+
+    The one path for OpenAI's real GPT-2 (``"124M"``, ...) and for the project's own models
+    served in the same layout (``"mini-shakespeare"``). ``kwargs`` go to
+    :func:`model_from_openai_checkpoint` (e.g. ``tie_embeddings=False``, ``drop_rate=0.1``).
+    """
+    from .download import mirror_url
+
+    model = model_from_openai_checkpoint(download_gpt2(name, models_dir), **kwargs)
+    url = GPT2_URL.format(size=name, file="")
+    n_params = sum(p.numel() for p in model.parameters())
+    info = PretrainedInfo(name, describe_checkpoint(name), url, mirror_url(url), n_params)
+    return model, info
+
+
 @contextlib.contextmanager
 def _atomic_dir(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary directory next to ``target`` that becomes ``target`` on success."""
