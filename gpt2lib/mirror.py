@@ -91,7 +91,7 @@ MODELS: dict[str, MirrorModel] = {
         "7.3 M parameters), pretrained by gpt2lib.pretrain on Tiny Shakespeare; not OpenAI's GPT-2",
     ),
 }
-DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny", "mini-shakespeare")
+DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
 
 
 def register_model(name: str, factory: Callable[[], GPTModel] | str, description: str) -> None:
