@@ -156,7 +156,8 @@ def _progress(desc: str, total: int | None, initial: int, enabled: bool) -> Iter
         leave=False,
         delay=0.5,
         mininterval=0.5,
-        disable=not enabled,
+        # pass `disable` only to switch the bar off: left unset, TQDM_DISABLE=1 still applies
+        **({} if enabled else {"disable": True}),
     )
     try:
         yield bar
