@@ -87,8 +87,8 @@ MODELS: dict[str, MirrorModel] = {
     ),
     "mini-shakespeare": MirrorModel(
         "gpt2lib.pretrain:load_mini",
-        "mini-shakespeare: the project's own mini GPT-2 (GPT-2's tokenizer and architecture, "
-        "7.3 M parameters), pretrained by gpt2lib.pretrain on Tiny Shakespeare; not OpenAI's GPT-2",
+        "mini-shakespeare: a 7.3 M-parameter model with GPT-2's architecture and tokenizer, "
+        "pretrained by this project on Tiny Shakespeare (gpt2lib.pretrain); not OpenAI's GPT-2",
     ),
 }
 DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
