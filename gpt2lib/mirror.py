@@ -91,7 +91,7 @@ MODELS: dict[str, MirrorModel] = {
         "pretrained by this project on Tiny Shakespeare (gpt2lib.pretrain); not OpenAI's GPT-2",
     ),
 }
-DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
+DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny", "mini-shakespeare")
 
 
 def register_model(name: str, factory: Callable[[], GPTModel] | str, description: str) -> None:

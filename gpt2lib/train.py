@@ -1,0 +1,694 @@
+"""The training loop every chapter uses: loss, schedule, evaluation, checkpoints, DDP.
+
+Pretraining, classification and instruction tuning differ only in what a batch is and what
+the loss of a batch means, so :func:`train` takes that as a function,
+``loss_fn(model, batch, device) -> loss``; the default, :func:`lm_batch_loss`, is next-token
+cross-entropy over ``(inputs, targets)`` batches (Raschka, *Build a Large Language Model (From
+Scratch)*, ch. 5). An optional ``eval_fn(model, batches, device) -> {name: value}`` adds
+metrics such as accuracy to the history.
+
+The recipe is GPT-2/GPT-3's (Radford et al., 2019; Brown et al., 2020) as nanoGPT's
+``train.py`` writes it: AdamW (Loshchilov & Hutter, 2019) with weight decay on the weight
+matrices and embeddings only, linear warmup then cosine decay (Loshchilov & Hutter, 2017,
+"SGDR"), gradient-norm clipping. Only parameters with ``requires_grad`` reach the optimizer,
+so a model whose base is frozen (LoRA) trains just its adapters.
+
+An interrupted run resumes exactly: a checkpoint holds the weights, the optimizer, the step,
+the history, every process's random state (dropout) and the position in the data. The loop
+draws the shuffling order of epoch ``e`` from ``cfg.seed + e`` and skips the batches an
+interrupted epoch had already used, so the resumed run sees the same batches in the same order.
+
+Data parallel: started by ``torchrun --nproc_per_node=N script.py``, the same call joins the
+process group (Gloo on CPU, NCCL on GPU), wraps the model in
+:class:`~torch.nn.parallel.DistributedDataParallel`, gives each process every N-th example,
+averages the losses it reports, and lets only rank 0 write checkpoints and progress. A
+loader's ``batch_size`` is per process: N processes with batch size ``b`` train with global
+batches of ``N * b``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import (
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
+from torch.utils.data.distributed import DistributedSampler
+
+from .distributed import (
+    DistInfo,
+    EpochSampler,
+    all_gather_objects,
+    all_reduce_sum,
+    dist_info,
+    init_distributed,
+)
+
+LossFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
+EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
+
+# ---------------------------------------------------------------------------------------------
+# Loss and perplexity
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross-entropy of (B, T, V) ``logits`` against (B, T) ``targets``.
+
+    Positions whose target is ``ignore_index`` (padding, masked prompts) do not count.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits (B, T, V) and targets (B, T), got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    # float32 for the softmax even under bf16 autocast
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
+    )
+
+
+def calc_loss_batch(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device | str
+) -> torch.Tensor:
+    """The language-modelling loss of one batch (a scalar tensor that can be backpropagated)."""
+    inputs, targets = inputs.to(device), targets.to(device)
+    return lm_loss(model(inputs), targets)
+
+
+def lm_batch_loss(model: nn.Module, batch: Any, device: torch.device | str) -> torch.Tensor:
+    """The default ``loss_fn`` of :func:`train`: next-token loss of an ``(inputs, targets)`` batch."""
+    inputs, targets = batch
+    return calc_loss_batch(model, inputs, targets, device)
+
+
+def calc_loss_loader(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device | str,
+    num_batches: int | None = None,
+    loss_fn: LossFn = lm_batch_loss,
+) -> float:
+    """Mean batch loss over the first ``num_batches`` batches of ``loader`` (all by default).
+
+    Runs in eval mode (no dropout) without gradients and restores the model's mode. An empty
+    loader gives ``nan``.
+    """
+    if num_batches is not None and num_batches <= 0:
+        raise ValueError(f"num_batches must be positive or None, got {num_batches}")
+    total, count = 0.0, 0
+    with _eval_mode(model):
+        for batch in itertools.islice(loader, num_batches):
+            total += loss_fn(model, batch, torch.device(device)).item()
+            count += 1
+    return total / count if count else float("nan")
+
+
+def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
+    """``exp(loss)``: the number of tokens the model is, on average, choosing among."""
+    return torch.exp(loss) if isinstance(loss, torch.Tensor) else math.exp(loss)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration, schedule, optimizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything :func:`train` needs besides the model and the data.
+
+    The run length is ``max_steps`` optimizer steps, or ``epochs`` passes over the training
+    loader, whichever ends first when both are given. ``lr`` is the peak learning rate:
+    reached after ``warmup_steps`` linear steps, then held (``schedule="constant"``) or
+    lowered along a cosine to ``min_lr`` at the last step (``"cosine"``).
+    """
+
+    max_steps: int | None = None
+    epochs: int | None = None
+    lr: float = 4e-4
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.1  # on weight matrices and embeddings; never on biases or LayerNorm
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    eval_every: int = 50  # steps between evaluations (and always after the last step)
+    eval_batches: int | None = 5  # batches per evaluation of each loader; None: all
+    eval_at_start: bool = True  # also evaluate before the first step (step 0)
+    checkpoint_path: str | None = None  # where the checkpoint goes; None: no checkpoints
+    checkpoint_every: int | None = None  # steps between checkpoints; None: only at the end
+    seed: int = 123  # dropout and shuffling (each process uses seed + rank for dropout)
+    device: str | None = None  # None: CUDA, then MPS, then CPU (torchrun: cuda:LOCAL_RANK)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast forward passes
+    progress: bool = True  # a tqdm bar on stderr (rank 0 only)
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("TrainConfig needs max_steps or epochs (or both)")
+        for name in ("max_steps", "epochs", "eval_every", "eval_batches", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {value}")
+        if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got {self.lr=}, {self.min_lr=}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(
+                f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}"
+            )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run for a loader of ``steps_per_epoch`` batches."""
+        candidates = [self.max_steps] if self.max_steps is not None else []
+        if self.epochs is not None:
+            candidates.append(self.epochs * steps_per_epoch)
+        return min(candidates)  # type: ignore[type-var]
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) in a run of ``total_steps`` steps.
+
+    Linear warmup ``lr * (step + 1) / warmup_steps``, then ``cfg.lr`` (constant) or the cosine
+    ``min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2`` with ``p = (step - warmup_steps) /
+    (total_steps - warmup_steps)`` going from 0 at the end of warmup to 1 just after the last
+    step. ``total_steps`` defaults to ``cfg.max_steps``.
+    """
+    total = total_steps if total_steps is not None else cfg.max_steps
+    if total is None:
+        raise ValueError("lr_at needs total_steps when cfg.max_steps is None")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min((step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: decay on tensors with >= 2 dims, none on the rest.
+
+    Matrices (linear weights, the token and position embeddings) are decayed; biases and
+    LayerNorm scales and shifts (1-D) are not, as in GPT-3 and nanoGPT. Frozen parameters
+    (``requires_grad=False``) are left out.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    if not trainable:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    groups = [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+@dataclass
+class History:
+    """What :func:`train` records at each evaluation, ready for plots and JSON.
+
+    ``train_loss`` and ``val_loss`` are eval-mode losses on the first ``eval_batches`` batches
+    of each loader (``nan`` without a validation loader); ``lr`` is the learning rate of the
+    step just taken (of the first step at step 0); ``metrics`` holds ``eval_fn``'s values as
+    ``train_<name>`` and ``val_<name>``.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    tokens_seen: list[int] = field(default_factory=list)
+    examples_seen: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and dicts; ``nan`` becomes ``None`` so the result is strict JSON."""
+        d = asdict(self)
+        d["train_loss"] = [_nan_to_none(v) for v in self.train_loss]
+        d["val_loss"] = [_nan_to_none(v) for v in self.val_loss]
+        d["metrics"] = {k: [_nan_to_none(v) for v in vs] for k, vs in self.metrics.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        def floats(values: list[float | None]) -> list[float]:
+            return [float("nan") if v is None else float(v) for v in values]
+
+        return cls(
+            steps=[int(s) for s in d["steps"]],
+            tokens_seen=[int(t) for t in d["tokens_seen"]],
+            examples_seen=[int(e) for e in d.get("examples_seen", [])],
+            train_loss=floats(d["train_loss"]),
+            val_loss=floats(d["val_loss"]),
+            lr=floats(d["lr"]),
+            metrics={k: floats(v) for k, v in d.get("metrics", {}).items()},
+        )
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns besides the weights and optimizer state it loads."""
+
+    step: int
+    history: History
+    epoch: int = 0  # the data position: epoch and batches of it already used
+    batch_in_epoch: int = 0
+    rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
+    train_config: dict[str, Any] | None = None
+    model_config: dict[str, Any] | None = None
+
+
+def rng_state() -> dict[str, Any]:
+    """The random state of this process: Python's and PyTorch's (CPU, and CUDA if present)."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(_as_tuples(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(obj: Any) -> Any:
+    return tuple(_as_tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    history: History | None = None,
+    *,
+    epoch: int = 0,
+    batch_in_epoch: int = 0,
+    rng_states: list[dict[str, Any]] | None = None,
+    train_config: TrainConfig | None = None,
+) -> Path:
+    """Write model + optimizer + step + history + random state + data position to ``path``.
+
+    Atomic: the file is written next to ``path`` under a temporary name and renamed over it
+    (:func:`os.replace`), so a crash leaves the previous checkpoint or the new one, never half
+    of one. ``rng_states`` defaults to this process's state.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = _unwrap(model)
+    model_cfg = getattr(raw, "cfg", None)
+    payload = {
+        "format": "gpt2lib-checkpoint-1",
+        "model": raw.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "history": (history or History()).to_dict(),
+        "rng_states": rng_states if rng_states is not None else [rng_state()],
+        "train_config": asdict(train_config) if train_config is not None else None,
+        "model_config": asdict(model_cfg) if hasattr(model_cfg, "__dataclass_fields__") else None,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); return the rest.
+
+    A checkpoint whose tensors do not fit the model raises a ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "gpt2lib-checkpoint-1":
+        raise ValueError(f"{path} is not a gpt2lib training checkpoint")
+    try:
+        _unwrap(model).load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
+    if optimizer is not None:
+        if payload["optimizer"] is None:
+            raise ValueError(f"checkpoint {path} holds no optimizer state")
+        optimizer.load_state_dict(payload["optimizer"])
+    return Checkpoint(
+        step=payload["step"],
+        history=History.from_dict(payload["history"]),
+        epoch=payload["epoch"],
+        batch_in_epoch=payload["batch_in_epoch"],
+        rng_states=payload["rng_states"],
+        train_config=payload["train_config"],
+        model_config=payload["model_config"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: deterministic, sharded, resumable batches
+
+
+class _Batches:
+    """Batches of one loader for one process: ``epoch(e, skip)`` iterates epoch ``e`` after
+    skipping ``skip`` batches.
+
+    A map-style :class:`DataLoader` with a plain sampler is rebuilt around an
+    :class:`EpochSampler` (shuffled if the original was), so the order depends only on the seed
+    and epoch, each process gets its shard, and skipping costs nothing. Any other iterable is
+    used as it is (one process only), and skipped batches are drawn and dropped.
+    """
+
+    def __init__(self, loader: Iterable[Any], info: DistInfo, seed: int) -> None:
+        self.loader, self.sampler = loader, None
+        self.batch_size = 1
+        sampler_shuffle = _sampler_shuffle(loader)
+        if sampler_shuffle is not None:
+            assert isinstance(loader, DataLoader) and loader.batch_size is not None
+            self.batch_size = loader.batch_size
+            self.sampler = EpochSampler(
+                len(loader.dataset),  # type: ignore[arg-type]
+                sampler_shuffle,
+                seed,
+                info.rank,
+                info.world_size,
+            )
+            self.loader = DataLoader(
+                loader.dataset,
+                batch_size=loader.batch_size,
+                sampler=self.sampler,
+                collate_fn=loader.collate_fn,
+                drop_last=loader.drop_last,
+                num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory,
+                worker_init_fn=loader.worker_init_fn,
+                # its own generator (for worker seeds), so iterating never draws from, and
+                # shifts, the global random state that dropout uses
+                generator=torch.Generator().manual_seed(seed),
+            )
+            self.drop_last = loader.drop_last
+        elif info.distributed:
+            raise TypeError(
+                "under torchrun the training and validation data must be DataLoaders over a "
+                "map-style data set with a batch_size (so they can be sharded across processes)"
+            )
+
+    def __len__(self) -> int:
+        if self.sampler is None:
+            return len(self.loader)  # type: ignore[arg-type]
+        n = self.sampler.shard_size()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Any]:
+        if self.sampler is None:
+            return itertools.islice(iter(self.loader), skip, None)
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(skip * self.batch_size)
+        return iter(self.loader)
+
+
+def _sampler_shuffle(loader: Iterable[Any]) -> bool | None:
+    """Whether a rebuildable loader shuffles; None if it cannot be rebuilt."""
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+        return None
+    if isinstance(loader.dataset, IterableDataset):
+        return None
+    sampler = loader.sampler
+    if isinstance(sampler, RandomSampler):
+        return True
+    if isinstance(sampler, SequentialSampler):
+        return False
+    if isinstance(sampler, (DistributedSampler, EpochSampler)):
+        return sampler.shuffle
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _resolve_device(name: str | None, info: DistInfo) -> torch.device:
+    if name is None:
+        from .device import get_device
+
+        device = get_device()
+    else:
+        device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank if info.distributed else 0)
+    return device
+
+
+def _count(batch: Any) -> tuple[int, int]:
+    """(tokens, examples) of a batch: the size of its first tensor and its first dimension."""
+    first = batch
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    if isinstance(first, dict) and first:
+        first = next(iter(first.values()))
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return first.numel(), first.shape[0]
+    return 0, 0
+
+
+def _evaluate(
+    model: nn.Module,
+    batches: _Batches,
+    num_batches: int | None,
+    device: torch.device,
+    loss_fn: LossFn,
+    eval_fn: EvalFn | None,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> tuple[float, dict[str, float]]:
+    """Mean loss (and ``eval_fn``'s metrics) over the first batches, averaged over processes."""
+    subset = list(itertools.islice(batches.epoch(0), num_batches))
+    total, count, metrics = 0.0, 0, {}
+    with _eval_mode(model), autocast:
+        for batch in subset:
+            total += loss_fn(model, batch, device).item()
+            count += 1
+        if eval_fn is not None:
+            metrics = dict(eval_fn(model, subset, device))
+    names = sorted(metrics)
+    summed = all_reduce_sum(
+        torch.tensor([total, count, *(metrics[n] for n in names), 1.0], dtype=torch.float64)
+    )
+    loss = (summed[0] / summed[1]).item() if summed[1] > 0 else float("nan")
+    return loss, {n: (summed[2 + i] / summed[-1]).item() for i, n in enumerate(names)}
+
+
+@contextlib.contextmanager
+def _process_group(device: torch.device) -> Iterator[None]:
+    """Join ``torchrun``'s process group for the duration (if not joined already)."""
+    created = init_distributed(device)
+    try:
+        yield
+    finally:
+        if created:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+def train(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None,
+    cfg: TrainConfig,
+    *,
+    loss_fn: LossFn = lm_batch_loss,
+    eval_fn: EvalFn | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train ``model`` in place; return the :class:`History` of its evaluations.
+
+    ``loss_fn(model, batch, device)`` is the objective (next-token loss by default; under
+    ``torchrun`` ``model`` is the DDP wrapper, so call it rather than reach into it);
+    ``eval_fn(model, batches, device)`` optionally adds metrics at each evaluation. With
+    ``resume=True`` and a checkpoint at ``cfg.checkpoint_path``, the run continues from it
+    exactly. ``on_step(step, history)`` is called after every optimizer step. Without an
+    ``optimizer``, :func:`build_optimizer` makes one. Under ``torchrun`` the process group is
+    set up here and taken down at the end (if this call created it).
+    """
+    from tqdm import tqdm
+
+    info = dist_info()
+    device = _resolve_device(cfg.device, info)
+    model.to(device)
+    torch.manual_seed(cfg.seed + info.rank)
+    random.seed(cfg.seed + info.rank)
+    train_batches = _Batches(train_loader, info, cfg.seed)
+    steps_per_epoch = len(train_batches)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batches")
+    total = cfg.total_steps(steps_per_epoch)
+    # evaluation always reads epoch 0's first batches: a fixed sample (spread over the data
+    # when the loader shuffles), the same at every evaluation and in every process layout
+    eval_sets = {"train": _Batches(train_loader, info, cfg.seed)}  # own sampler: own position
+    if val_loader is not None:
+        eval_sets["val"] = _Batches(val_loader, info, cfg.seed)
+    optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+
+    state = Checkpoint(step=0, history=History())  # where the run stands
+    ckpt_path = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, model, optimizer, map_location=device)
+        if len(state.rng_states) == info.world_size:
+            set_rng_state(state.rng_states[info.rank])
+    history = state.history
+    tokens = history.tokens_seen[-1] if history.tokens_seen else 0
+    examples = history.examples_seen[-1] if history.examples_seen else 0
+    bar = tqdm(
+        total=total,
+        initial=state.step,
+        desc="training",
+        unit="step",
+        file=sys.stderr,
+        # pass `disable` only to switch the bar off: left unset, TQDM_DISABLE=1 still applies
+        **({} if cfg.progress and info.is_main else {"disable": True}),
+        dynamic_ncols=True,
+    )
+
+    def record() -> None:
+        losses = {"val": float("nan")}
+        for name, batches in eval_sets.items():
+            losses[name], metrics = _evaluate(
+                model, batches, cfg.eval_batches, device, loss_fn, eval_fn, autocast
+            )
+            for key, value in metrics.items():
+                history.metrics.setdefault(f"{name}_{key}", []).append(value)
+        history.steps.append(state.step)
+        history.tokens_seen.append(tokens)
+        history.examples_seen.append(examples)
+        history.train_loss.append(losses["train"])
+        history.val_loss.append(losses["val"])
+        history.lr.append(lr_at(max(state.step - 1, 0), cfg, total))
+        bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
+
+    def checkpoint() -> None:
+        rngs = all_gather_objects(rng_state())  # every process's dropout state
+        if info.is_main:
+            end_of_epoch = state.batch_in_epoch >= steps_per_epoch  # store the next epoch's start
+            save_checkpoint(
+                ckpt_path,  # type: ignore[arg-type]
+                model,
+                optimizer,
+                state.step,
+                history,
+                epoch=state.epoch + end_of_epoch,
+                batch_in_epoch=0 if end_of_epoch else state.batch_in_epoch,
+                rng_states=rngs,  # type: ignore[arg-type]
+                train_config=cfg,
+            )
+
+    def run(net: nn.Module) -> None:  # ``net``: the model, or its DDP wrapper under torchrun
+        nonlocal tokens, examples
+        model.train()
+        if state.step == 0 and cfg.eval_at_start and not history.steps:
+            record()
+        while state.step < total:
+            for batch in train_batches.epoch(state.epoch, state.batch_in_epoch):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state.step, cfg, total)
+                with autocast:
+                    loss = loss_fn(net, batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+
+                stats = all_reduce_sum(torch.tensor([loss.item(), *_count(batch)]))
+                tokens, examples = tokens + int(stats[1]), examples + int(stats[2])
+                state.step += 1
+                state.batch_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats[0].item() / info.world_size:.3f}", refresh=False)
+                if state.step % cfg.eval_every == 0 or state.step == total:
+                    record()
+                every = cfg.checkpoint_every
+                if ckpt_path and (state.step == total or (every and state.step % every == 0)):
+                    checkpoint()
+                if on_step is not None:
+                    on_step(state.step, history)
+                if state.step >= total:
+                    return
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0  # the epoch ran out
+
+    with _process_group(device), contextlib.closing(bar):
+        if not info.distributed:
+            run(model)
+        else:
+            ids = [device.index] if device.type == "cuda" else None
+            ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            try:
+                run(ddp)
+            finally:
+                del ddp  # DDP's reducer must go before the process group does
+    return history

@@ -1,0 +1,56 @@
+"""Run by tests/test_train.py under ``torchrun --nproc_per_node=2`` (not collected by pytest).
+
+Trains a tiny GPT on fixed random tokens with :func:`gpt2lib.train.train` and, on rank 0,
+writes the history and final weights to the path given as the first argument.
+"""
+
+import json
+import sys
+
+import torch
+
+from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.data.text import SlidingWindowDataset
+from gpt2lib.distributed import dist_info
+from gpt2lib.train import TrainConfig, train
+
+TINY = GPTConfig(vocab_size=100, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
+GLOBAL_BATCH = 4
+STEPS = 6
+
+
+def setup(
+    world_size: int,
+) -> tuple[GPTModel, torch.utils.data.DataLoader, torch.utils.data.DataLoader, TrainConfig]:
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    ids = torch.randint(
+        0, TINY.vocab_size, (16 * 24 + 1,), generator=torch.Generator().manual_seed(1)
+    )
+    train_ds = SlidingWindowDataset(ids[: 16 * 16 + 1], max_length=16, stride=16)  # 16 windows
+    val_ds = SlidingWindowDataset(ids[16 * 16 :], max_length=16, stride=16)  # 8 windows
+    batch = GLOBAL_BATCH // world_size
+    train_loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=batch, shuffle=True, drop_last=True
+    )
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=batch)
+    cfg = TrainConfig(
+        max_steps=STEPS,
+        lr=1e-2,
+        warmup_steps=2,
+        eval_every=3,
+        eval_batches=None,
+        device="cpu",
+        progress=False,
+    )
+    return model, train_loader, val_loader, cfg
+
+
+if __name__ == "__main__":
+    info = dist_info()
+    model, train_loader, val_loader, cfg = setup(info.world_size)
+    history = train(model, train_loader, val_loader, cfg)
+    if info.is_main:
+        torch.save(model.state_dict(), sys.argv[1] + ".pt")
+        with open(sys.argv[1], "w") as f:
+            json.dump({"world_size": info.world_size, "history": history.to_dict()}, f)

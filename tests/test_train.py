@@ -1,0 +1,352 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.data.text import SlidingWindowDataset
+from gpt2lib.distributed import EpochSampler
+from gpt2lib.train import (
+    History,
+    TrainConfig,
+    build_optimizer,
+    calc_loss_batch,
+    calc_loss_loader,
+    lm_loss,
+    load_checkpoint,
+    lr_at,
+    perplexity,
+    save_checkpoint,
+    train,
+)
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+import ddp_train  # noqa: E402
+
+TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+
+
+def tiny_model(seed: int = 0, **overrides: object) -> GPTModel:
+    torch.manual_seed(seed)
+    cfg = GPTConfig(**{**TINY.__dict__, **overrides})  # type: ignore[arg-type]
+    return GPTModel(cfg)
+
+
+def loaders(n_windows: int = 12, batch_size: int = 2, max_length: int = 8):
+    ids = torch.randint(0, TINY.vocab_size, (max_length * (n_windows + 4) + 1,))
+    cut = max_length * n_windows + 1
+    train_ds = SlidingWindowDataset(ids[:cut], max_length, max_length)
+    val_ds = SlidingWindowDataset(ids[cut - 1 :], max_length, max_length)
+    assert len(train_ds) == n_windows
+    return (
+        DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True),
+        DataLoader(val_ds, batch_size=batch_size),
+    )
+
+
+def quiet(**kwargs: object) -> TrainConfig:
+    return TrainConfig(**{"device": "cpu", "progress": False, **kwargs})  # type: ignore[arg-type]
+
+
+# --- loss and perplexity ----------------------------------------------------------------------
+
+
+def test_untrained_loss_is_about_ln_vocab():
+    model = tiny_model().eval()
+    inputs = torch.randint(0, 100, (4, 16))
+    targets = torch.randint(0, 100, (4, 16))
+    with torch.no_grad():
+        loss = calc_loss_batch(model, inputs, targets, "cpu").item()
+    assert loss == pytest.approx(math.log(100), abs=0.05)  # near-uniform predictions
+    assert perplexity(loss) == pytest.approx(100, rel=0.06)
+
+
+def test_lm_loss_ignores_masked_targets_and_checks_shapes():
+    logits = torch.randn(2, 3, 5)
+    targets = torch.tensor([[1, 2, -100], [0, -100, -100]])
+    expected = -torch.stack(
+        [torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b, t in [(0, 0), (0, 1), (1, 0)]]
+    ).mean()
+    assert torch.allclose(lm_loss(logits, targets), expected)
+    with pytest.raises(ValueError, match="logits"):
+        lm_loss(logits, targets[:, :2])
+
+
+def test_perplexity_of_float_and_tensor():
+    assert perplexity(0.0) == 1.0
+    assert perplexity(math.log(50257)) == pytest.approx(50257)
+    assert torch.allclose(perplexity(torch.tensor([0.0, 1.0])), torch.tensor([1.0, math.e]))
+
+
+def test_calc_loss_loader_limits_batches_and_restores_mode():
+    model = tiny_model(drop_rate=0.5)
+    train_loader, _ = loaders()
+    batches = list(train_loader)
+    first = calc_loss_batch(model.eval(), *batches[0], "cpu").item()
+    model.train()
+    assert calc_loss_loader(model, batches, "cpu", num_batches=1) == pytest.approx(first)
+    assert model.training  # evaluated in eval mode, then put back
+    assert math.isnan(calc_loss_loader(model, [], "cpu"))
+    with pytest.raises(ValueError, match="num_batches"):
+        calc_loss_loader(model, batches, "cpu", num_batches=0)
+
+
+# --- schedule, config, optimizer --------------------------------------------------------------
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(max_steps=110, lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)  # (0 + 1) / 10 of the peak
+    assert lr_at(4, cfg) == pytest.approx(5e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)  # warmup ends at the peak
+    assert lr_at(10, cfg) == pytest.approx(1e-3)  # cosine starts at the peak ...
+    assert lr_at(60, cfg) == pytest.approx(0.5 * (1e-3 + 1e-4))  # ... halfway ...
+    assert 1e-4 < lr_at(109, cfg) < 1.01e-4  # ... the last step just above min_lr ...
+    assert lr_at(110, cfg) == pytest.approx(1e-4)  # ... which it reaches at the end
+    lrs = [lr_at(s, cfg) for s in range(10, 110)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_lr_constant_schedule_and_errors():
+    cfg = TrainConfig(epochs=1, lr=2e-4, warmup_steps=2, schedule="constant")
+    assert [lr_at(s, cfg, total_steps=5) for s in range(5)] == pytest.approx(
+        [1e-4, 2e-4, 2e-4, 2e-4, 2e-4]
+    )
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_at(0, cfg)
+    with pytest.raises(ValueError, match="step"):
+        lr_at(-1, cfg, total_steps=5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "max_steps or epochs"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": 5, "lr": 1e-3, "min_lr": 1e-2}, "min_lr"),
+        ({"max_steps": 5, "warmup_steps": -1}, "warmup_steps"),
+        ({"max_steps": 5, "schedule": "linear"}, "schedule"),
+        ({"max_steps": 5, "grad_clip": 0.0}, "grad_clip"),
+        ({"max_steps": 5, "dtype": "float16"}, "dtype"),
+        ({"max_steps": 5, "eval_every": 0}, "eval_every"),
+    ],
+)
+def test_train_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_total_steps_from_steps_and_epochs():
+    assert TrainConfig(epochs=3).total_steps(7) == 21
+    assert TrainConfig(max_steps=10, epochs=3).total_steps(7) == 10
+    assert TrainConfig(max_steps=30, epochs=3).total_steps(7) == 21
+
+
+def test_optimizer_decays_matrices_only_and_skips_frozen():
+    model = tiny_model(tie_embeddings=True)
+    model.h[0].requires_grad_(False)
+    opt = build_optimizer(model, TrainConfig(max_steps=1, weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids))  # the tied embedding appears once
+    assert not {id(p) for p in model.h[0].parameters()} & set(ids)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(ids) == len(trainable)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        build_optimizer(model, TrainConfig(max_steps=1))
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def test_training_steps_reduce_the_loss_on_one_batch():
+    model = tiny_model()
+    batch = (torch.randint(0, 100, (2, 8)), torch.randint(0, 100, (2, 8)))
+    before = calc_loss_batch(model, *batch, "cpu").item()
+    history = train(model, [batch], [batch], quiet(max_steps=5, lr=1e-2, eval_every=1))
+    after = calc_loss_batch(model, *batch, "cpu").item()
+    assert after < before - 0.5
+    assert history.steps == [0, 1, 2, 3, 4, 5]
+    assert history.tokens_seen == [0, 16, 32, 48, 64, 80]
+    assert history.examples_seen[-1] == 10
+    assert history.val_loss[0] == pytest.approx(before, abs=1e-5)
+    assert history.val_loss[-1] == pytest.approx(after, abs=1e-5)
+
+
+def test_gradients_are_clipped():
+    def grad_norm(clip: float | None) -> float:
+        model = tiny_model()
+        batch = (torch.randint(0, 100, (2, 8)), torch.randint(0, 100, (2, 8)))
+        train(model, [batch], None, quiet(max_steps=1, grad_clip=clip, eval_at_start=False))
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+
+    assert grad_norm(None) > 0.1  # the gradients left after the step are the clipped ones
+    assert grad_norm(0.1) == pytest.approx(0.1, rel=1e-4)
+
+
+def test_only_trainable_parameters_change():
+    model = tiny_model()
+    model.requires_grad_(False)
+    model.ln_f.requires_grad_(True)  # like a frozen base with a small trainable part
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("ln_f")}
+    ln_f = model.ln_f.weight.detach().clone()
+    train_loader, val_loader = loaders()
+    train(model, train_loader, val_loader, quiet(max_steps=3, lr=1e-2, weight_decay=0.5))
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert not torch.equal(model.ln_f.weight, ln_f)
+
+
+def test_history_lr_and_eval_fn_metrics():
+    def accuracy(model, batches, device):
+        hits = total = 0
+        for inputs, targets in batches:
+            hits += (model(inputs.to(device)).argmax(-1) == targets.to(device)).sum().item()
+            total += targets.numel()
+        return {"acc": hits / total}
+
+    train_loader, val_loader = loaders()
+    cfg = quiet(epochs=2, lr=1e-3, warmup_steps=2, eval_every=4)
+    history = train(tiny_model(), train_loader, val_loader, cfg, eval_fn=accuracy)
+    assert history.steps == [0, 4, 8, 12]  # 6 batches per epoch, the last step always recorded
+    assert history.lr == pytest.approx([lr_at(s, cfg, 12) for s in (0, 3, 7, 11)])
+    assert set(history.metrics) == {"train_acc", "val_acc"}
+    assert all(0.0 <= a <= 1.0 for a in history.metrics["val_acc"])
+
+
+def test_history_round_trips_through_strict_json():
+    h = History([0, 5], [0, 40], [0, 5], [4.6, 4.0], [float("nan"), 4.2], [1e-4, 1e-3])
+    h.metrics["val_acc"] = [0.5, float("nan")]
+    text = json.dumps(h.to_dict(), allow_nan=False)
+    back = History.from_dict(json.loads(text))
+    assert back.steps == h.steps and back.train_loss == h.train_loss
+    assert math.isnan(back.val_loss[0]) and back.val_loss[1] == 4.2
+    assert math.isnan(back.metrics["val_acc"][1])
+
+
+def test_bfloat16_autocast_trains():
+    train_loader, val_loader = loaders()
+    history = train(tiny_model(), train_loader, val_loader, quiet(max_steps=2, dtype="bfloat16"))
+    assert all(math.isfinite(v) for v in history.val_loss)
+
+
+# --- checkpoints and resuming -----------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    model = tiny_model()
+    opt = build_optimizer(model, TrainConfig(max_steps=1))
+    path = save_checkpoint(tmp_path / "ck" / "a.pt", model, opt, step=7, history=History([7]))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.pt"]  # no temporary left over
+    other = tiny_model(seed=1)
+    ckpt = load_checkpoint(path, other, build_optimizer(other, TrainConfig(max_steps=1)))
+    assert ckpt.step == 7 and ckpt.history.steps == [7]
+    assert ckpt.model_config["emb_dim"] == TINY.emb_dim
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        load_checkpoint(path, tiny_model(emb_dim=64))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt", model)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    """Dropout, a shuffled loader and an epoch boundary: resuming must still be exact."""
+    torch.manual_seed(5)
+    train_loader, val_loader = loaders(n_windows=12, batch_size=2)  # 6 steps per epoch
+    cfg = quiet(
+        max_steps=10, lr=5e-3, warmup_steps=2, eval_every=3, checkpoint_every=3,
+        checkpoint_path=str(tmp_path / "run.pt"),
+    )  # fmt: skip
+
+    reference = tiny_model(drop_rate=0.2)
+    expected = train(reference, train_loader, val_loader, cfg)
+
+    def stop_at(step_to_stop: int):
+        def on_step(step: int, history: History) -> None:
+            if step == step_to_stop:
+                raise Interrupt
+
+        return on_step
+
+    (tmp_path / "run.pt").unlink()
+    model = tiny_model(drop_rate=0.2)
+    with pytest.raises(Interrupt):  # dies after step 4: the checkpoint of step 3 survives
+        train(model, train_loader, val_loader, cfg, on_step=stop_at(4))
+    model = tiny_model(seed=99, drop_rate=0.2)  # a fresh process: other weights, other RNG
+    with pytest.raises(Interrupt):  # dies after step 7: step 6 ended epoch 0
+        train(model, train_loader, val_loader, cfg, resume=True, on_step=stop_at(7))
+    model = tiny_model(seed=98, drop_rate=0.2)
+    torch.rand(10)
+    history = train(model, train_loader, val_loader, cfg, resume=True)
+
+    assert history.to_dict() == expected.to_dict()
+    for (name, a), b in zip(
+        reference.state_dict().items(), model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_epoch_sampler_shards_cover_the_unsharded_order():
+    whole = EpochSampler(10, shuffle=True, seed=3)
+    whole.set_epoch(2)
+    shards = [EpochSampler(10, shuffle=True, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in shards:
+        s.set_epoch(2)
+    order = whole.indices()
+    assert sorted(order) == list(range(10))
+    assert shards[0].indices() == order[0::2] and shards[1].indices() == order[1::2]
+    whole.set_epoch(3)
+    assert whole.indices() != order  # a new order each epoch
+    whole.set_start(4)
+    assert len(whole) == 6 and len(whole.indices()) == 6
+    odd = [EpochSampler(5, shuffle=False, rank=r, world_size=2) for r in range(2)]
+    assert [o.indices() for o in odd] == [[0, 2, 4], [1, 3, 0]]  # padded to equal shares
+
+
+# --- data parallel ----------------------------------------------------------------------------
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    out = tmp_path / "ddp.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(TESTS / "ddp_train.py"), str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2
+    ddp_history = History.from_dict(result["history"])
+
+    model, train_loader, val_loader, cfg = ddp_train.setup(world_size=1)
+    history = train(model, train_loader, val_loader, cfg)
+    assert ddp_history.steps == history.steps == [0, 3, 6]
+    assert ddp_history.tokens_seen == history.tokens_seen  # the same global batches
+    assert ddp_history.train_loss == pytest.approx(history.train_loss, abs=1e-5)
+    assert ddp_history.val_loss == pytest.approx(history.val_loss, abs=1e-5)
+    ddp_state = torch.load(str(out) + ".pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        assert torch.allclose(ddp_state[name], value, atol=1e-4), name
