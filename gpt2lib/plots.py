@@ -128,3 +128,155 @@ def plot_layer_gradients(
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return ax
+
+
+def plot_lora_update(
+    weight: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    scaling: float,
+    title: str = "LoRA: a frozen matrix plus a trainable low-rank product",
+) -> Figure:
+    """Draw ``W + scaling * A @ B = W'`` as heatmaps, each matrix in its true proportions.
+
+    Matrices are drawn as they act on row vectors (``x @ W``): ``weight`` (in, out), ``A``
+    (in, r), ``B`` (r, out). For an ``nn.Linear`` pass ``linear.weight.T``. One symmetric colour
+    scale is shared by all four panels.
+    """
+    import matplotlib.pyplot as plt
+
+    W, A, B = (torch.as_tensor(t).detach().float().cpu() for t in (weight, A, B))
+    if W.dim() != 2 or A.shape != (W.shape[0], A.shape[-1]) or B.shape != (A.shape[1], W.shape[1]):
+        raise ValueError(
+            f"need weight (in, out), A (in, r), B (r, out); got {tuple(W.shape)}, "
+            f"{tuple(A.shape)}, {tuple(B.shape)}"
+        )
+    merged = W + scaling * A @ B
+    n_in, n_out, r = W.shape[0], W.shape[1], A.shape[1]
+    panels: list[tuple[str, torch.Tensor | None]] = [
+        (f"W (frozen)\n{n_in} × {n_out}", W),
+        ("+  α/r ·", None),
+        (f"A\n{n_in} × {r}", A),
+        ("·", None),
+        (f"B\n{r} × {n_out}", B),
+        ("=", None),
+        (f"W + (α/r)·A·B\n{n_in} × {n_out}", merged),
+    ]
+    widths = [float(m.shape[1]) if m is not None else max(1.5, 0.25 * n_out) for _, m in panels]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(11.0, 3.4), width_ratios=widths, layout="constrained"
+    )
+    limit = float(max(t.abs().max() for t in (W, A, B, merged))) or 1.0
+    image = None
+    for ax, (label, matrix) in zip(axes, panels, strict=True):
+        if matrix is None:
+            ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=14)
+            ax.axis("off")
+            continue
+        image = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01, label="value")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_classification_history(history: object, x: str = "examples") -> Figure:
+    """Loss and accuracy of a classifier's training, train and validation, side by side.
+
+    ``history`` is a :class:`gpt2lib.train.History` recorded with an ``eval_fn`` that returns
+    ``{"accuracy": ...}``; ``x`` is ``"examples"`` (examples seen) or ``"steps"``.
+    """
+    import matplotlib.pyplot as plt
+
+    if x not in ("examples", "steps"):
+        raise ValueError(f"x must be 'examples' or 'steps', got {x!r}")
+    metrics = getattr(history, "metrics", {})
+    if "train_accuracy" not in metrics:
+        raise ValueError("history has no train_accuracy: train with eval_fn=accuracy_eval")
+    xs = history.examples_seen if x == "examples" else history.steps  # type: ignore[attr-defined]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    ax_loss.plot(xs, history.train_loss, label="training")  # type: ignore[attr-defined]
+    ax_loss.plot(xs, history.val_loss, linestyle="-.", label="validation")  # type: ignore[attr-defined]
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.set_title("Loss")
+    ax_acc.plot(xs, metrics["train_accuracy"], label="training")
+    if "val_accuracy" in metrics:
+        ax_acc.plot(xs, metrics["val_accuracy"], linestyle="-.", label="validation")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0.0, 1.02)
+    ax_acc.set_title("Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("examples seen" if x == "examples" else "optimizer steps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: torch.Tensor,
+    labels: Sequence[str],
+    ax: Axes | None = None,
+    title: str = "Confusion matrix",
+) -> Axes:
+    """Heatmap of a (K, K) confusion matrix (row = true class, column = predicted), with counts."""
+    matrix = torch.as_tensor(matrix).detach().cpu()
+    k = len(labels)
+    if matrix.shape != (k, k):
+        raise ValueError(f"matrix has shape {tuple(matrix.shape)}, expected ({k}, {k}) for labels")
+    ax = _new_axes(ax, (4.2, 3.6))
+    ax.imshow(matrix.numpy(), cmap="Blues", vmin=0)
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = float(matrix.max()) / 2
+    for i in range(k):
+        for j in range(k):
+            value = int(matrix[i, j])
+            color = "white" if value > threshold else "black"
+            ax.text(j, i, f"{value}", ha="center", va="center", fontsize=12, color=color)
+    return ax
+
+
+def plot_losses(
+    history: object,
+    ax: Axes | None = None,
+    title: str = "Training and validation loss",
+) -> Axes:
+    """Training and validation loss against optimizer steps, with tokens seen on a top axis.
+
+    ``history`` is a :class:`gpt2lib.train.History` or its :meth:`~gpt2lib.train.History.to_dict`
+    form (e.g. the ``history`` of a mini model's manifest). A validation curve that is all
+    ``nan``/``None`` (trained without a validation loader) is left out.
+    """
+    import numpy as np
+
+    def column(name: str) -> list[float]:
+        values = history[name] if isinstance(history, Mapping) else getattr(history, name)
+        return [float("nan") if v is None else float(v) for v in values]
+
+    steps, tokens = column("steps"), column("tokens_seen")
+    train_loss, val_loss = column("train_loss"), column("val_loss")
+    if not steps:
+        raise ValueError("history is empty: nothing to plot")
+    if not len(steps) == len(tokens) == len(train_loss) == len(val_loss):
+        raise ValueError("history's steps, tokens_seen, train_loss and val_loss differ in length")
+    ax = _new_axes(ax, (6.5, 3.8))
+    ax.plot(steps, train_loss, label="training")
+    if not all(np.isnan(val_loss)):
+        ax.plot(steps, val_loss, linestyle="-.", label="validation")
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    s, t = np.asarray(steps), np.asarray(tokens)
+    if len(s) > 1 and np.all(np.diff(s) > 0) and np.all(np.diff(t) > 0):
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda x: np.interp(x, s, t), lambda x: np.interp(x, t, s))
+        )
+        top.set_xlabel("tokens seen")
+    return ax

@@ -1,0 +1,229 @@
+"""Save a fine-tuned model and load it back: ``model.safetensors`` + ``config.json``.
+
+The weights go into a `safetensors <https://huggingface.co/docs/safetensors>`_ file (plain
+tensors, no pickled code, safe to load from anywhere); ``config.json`` holds what is needed to
+rebuild the same module structure before the weights are loaded:
+
+- ``gpt_config``: the :class:`~gpt2lib.config.GPTConfig`;
+- ``head``: ``null`` for a language-model head, else ``{"num_classes": K}`` for a
+  classification head (:func:`gpt2lib.classifier.add_classification_head`);
+- ``lora``: ``null``, or the rank, alpha, wrapped layers and merged layers of
+  :mod:`gpt2lib.lora`;
+- ``extra``: any JSON metadata of the caller's (labels, training settings, ...).
+
+It works the same for a plain :class:`~gpt2lib.model.GPTModel`, a classifier and a LoRA model
+(merged or not), so the spam and instruction-tuning chapters share it::
+
+    save_model(model, "spam-classifier", extra={"labels": ["ham", "spam"]})
+    model = load_model("spam-classifier")
+    load_model_config("spam-classifier")["extra"]["labels"]    # ['ham', 'spam']
+
+Each file is written under a temporary name and renamed into place with :func:`os.replace`, so a
+crash never leaves a half-written file; both files carry the same random ``save_id``, so a crash
+*between* the two renames (new weights, old config) is detected on loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import GPTConfig
+from .lora import LinearWithLoRA, apply_lora, lora_modules
+from .model import GPTModel
+
+FORMAT = "gpt2lib-model-1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def _head_info(model: GPTModel) -> dict[str, int] | None:
+    """``None`` for the vocabulary head GPTModel builds, ``{"num_classes": K}`` otherwise."""
+    head = model.lm_head
+    linear = head.linear if isinstance(head, LinearWithLoRA) else head
+    if not isinstance(linear, nn.Linear) or linear.in_features != model.cfg.emb_dim:
+        raise ValueError(
+            f"cannot save lm_head {type(linear).__name__}: expected an nn.Linear from emb_dim "
+            f"({model.cfg.emb_dim})"
+        )
+    if linear.out_features == model.cfg.vocab_size and linear.bias is None:
+        return None
+    if linear.bias is None:
+        raise ValueError("a classification head must have a bias (add_classification_head)")
+    return {"num_classes": linear.out_features}
+
+
+def _lora_info(model: GPTModel) -> dict[str, Any] | None:
+    layers = list(lora_modules(model))
+    if not layers:
+        return None
+    settings = {(m.lora.rank, m.lora.alpha) for _, m in layers}
+    if len(settings) > 1:
+        raise ValueError(
+            f"LoRA layers with different (rank, alpha) {sorted(settings)}: save_model expects "
+            "one apply_lora call"
+        )
+    ((rank, alpha),) = settings
+    return {
+        "rank": rank,
+        "alpha": alpha,
+        "targets": [name for name, _ in layers],
+        "merged": [name for name, m in layers if m.merged],
+    }
+
+
+def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor (tied embeddings) once, under its first name."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            continue  # rebuilt by the model's own constructor (e.g. lm_head tied to wte)
+        seen.add(id(tensor))
+        tensors[name] = tensor
+    return tensors
+
+
+def _replace_into(directory: Path, name: str, write: Any) -> None:
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``directory / name``."""
+    tmp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, directory / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(
+    model: GPTModel, directory: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
+
+    ``extra`` is stored as it is and must be JSON-serialisable. Returns ``directory``.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, GPTModel):
+        raise TypeError(f"save_model saves a GPTModel, got {type(model).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    save_id = uuid.uuid4().hex
+    config = {
+        "format": FORMAT,
+        "save_id": save_id,
+        "gpt_config": dataclasses.asdict(model.cfg),
+        "head": _head_info(model),
+        "lora": _lora_info(model),
+        "extra": extra if extra is not None else {},
+    }
+    try:
+        config_text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"extra must be JSON-serialisable: {err}") from None
+    tensors = {k: t.detach().cpu().contiguous() for k, t in _unique_tensors(model).items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "gpt2lib_save_id": save_id}
+    _replace_into(directory, WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata))
+    _replace_into(directory, CONFIG_FILE, lambda p: p.write_text(config_text, encoding="utf-8"))
+    return directory
+
+
+def load_model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a :func:`save_model` directory (``["extra"]``: metadata)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a save_model directory")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a gpt2lib model config (format {FORMAT!r} expected)")
+    missing = [k for k in ("gpt_config", "head", "lora") if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    return config
+
+
+def build_model(config: dict[str, Any]) -> GPTModel:
+    """The module structure ``config`` (from :func:`load_model_config`) describes, with fresh
+    weights: GPTModel, then the classification head, then LoRA (merged flags set)."""
+    from .classifier import add_classification_head
+
+    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(config["gpt_config"]) - fields)
+    if unknown:
+        raise ValueError(
+            f"gpt_config has unknown field(s) {unknown}; GPTConfig has {sorted(fields)}"
+        )
+    model = GPTModel(GPTConfig(**config["gpt_config"]))
+    if config["head"] is not None:
+        add_classification_head(model, int(config["head"]["num_classes"]))
+    lora = config["lora"]
+    if lora is not None:
+        targets = set(lora["targets"])
+        wrapped = apply_lora(
+            model, int(lora["rank"]), float(lora["alpha"]), targets=lambda n, _: n in targets
+        )
+        if set(wrapped) != targets:
+            raise ValueError(f"LoRA targets {sorted(targets - set(wrapped))} are not in the model")
+        for name in lora["merged"]:
+            model.get_submodule(name).merged = True  # the saved weights hold the update already
+    return model
+
+
+def _few(names: list[str], limit: int = 6) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
+
+
+def load_model(directory: str | os.PathLike, device: torch.device | str = "cpu") -> GPTModel:
+    """Rebuild the model :func:`save_model` wrote into ``directory`` and load its weights.
+
+    Returns it in eval mode on ``device``, every parameter trainable (freeze as needed). A
+    checkpoint whose tensors do not fit the config raises a ``ValueError`` naming the tensor
+    and both shapes.
+    """
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    config = load_model_config(directory)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}")
+    model = build_model(config)
+    expected = _unique_tensors(model)
+    with safe_open(str(weights_path), framework="pt") as f:
+        saved_id = (f.metadata() or {}).get("gpt2lib_save_id")
+        if saved_id != config.get("save_id"):
+            raise ValueError(
+                f"{weights_path} and {CONFIG_FILE} come from different saves (interrupted "
+                "save_model?); save the model again"
+            )
+        keys = set(f.keys())
+        missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights_path} does not fit {CONFIG_FILE}: missing tensors {_few(missing)}, "
+                f"unexpected tensors {_few(unexpected)}"
+            )
+        state = {}
+        for name, target in expected.items():
+            shape = tuple(f.get_slice(name).get_shape())
+            if shape != tuple(target.shape):
+                raise ValueError(
+                    f"{weights_path}: tensor {name!r} has shape {shape} but the model built "
+                    f"from {CONFIG_FILE} needs {tuple(target.shape)}"
+                )
+            state[name] = f.get_tensor(name)
+    model.to(state["wte.weight"].dtype)  # e.g. a model saved in bfloat16 comes back in it
+    model.load_state_dict(state, strict=False)  # tied tensors are filled through their twin
+    return model.to(device).eval()
