@@ -2,14 +2,25 @@
 
 Top-k sampling: Fan et al. (2018), "Hierarchical Neural Story Generation"; top-p (nucleus)
 sampling: Holtzman et al. (2020), "The Curious Case of Neural Text Degeneration".
+
+:func:`generate` uses a :class:`~gpt2lib.kv_cache.KVCache` by default: one *prefill* pass over
+the prompt, then one token per step. GPT-2's positions are absolute, so once the sequence is
+longer than the context a sliding window shifts every position and no cached key stays valid;
+from then on each step re-runs the window of the last ``context_length`` tokens (a prefill of
+the window), exactly what the uncached loop computes. Prompts of different lengths decode
+together when left-padded with an ``attention_mask`` (see :func:`generate_batch`).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
 
 import tiktoken
 import torch
 from torch import nn
 
+from .kv_cache import KVCache
 from .tokenizer import get_tokenizer
 
 
@@ -54,6 +65,36 @@ def next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None, model_dtype: torch.dtype):
+    """Autocast to ``dtype`` unless it is None or already the model's dtype."""
+    if dtype is None or dtype == model_dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _last_logits(
+    model: nn.Module,
+    idx: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache: KVCache | None,
+    fed: int,
+) -> torch.Tensor:
+    """Logits (B, vocab) after the last token of ``idx``; its first ``fed`` columns were fed.
+
+    Without a cache: the last ``context_length`` tokens. With one: only the tokens after the
+    cached ones, unless they no longer fit, then the cache is refilled with that same window.
+    """
+    window = model.cfg.context_length
+    if cache is not None and cache.length + idx.shape[1] - fed <= cache.max_len:
+        idx, start = idx[:, fed:], fed - cache.length  # the new tokens; the mask covers the cache
+    else:
+        if cache is not None:
+            cache.reset()
+        idx, start = idx[:, -window:], max(idx.shape[1] - window, 0)
+    mask = None if mask is None else mask[:, start:]  # (B, cached + new)
+    return model(idx, cache=cache, attention_mask=mask, last_only=True)[:, -1]  # (B, vocab)
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
@@ -64,30 +105,91 @@ def generate(
     top_p: float | None = None,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
+    *,
+    use_cache: bool = True,
+    attention_mask: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Extend the token IDs ``idx`` (B, T) by up to ``max_new_tokens``; returns (B, T + n).
 
     Greedy at ``temperature == 0``; otherwise sampling, optionally restricted by ``top_k`` and
     ``top_p``. The context is cropped to the model's ``context_length``. With ``eos_id``, a row
     that produced it keeps producing it, and decoding stops once every row has.
+
+    ``use_cache``: keep keys and values in a :class:`~gpt2lib.kv_cache.KVCache` (same tokens,
+    much faster). ``attention_mask`` (B, T): 1 for prompt tokens, 0 for left padding, so that
+    prompts of different lengths share a batch. ``dtype``: run under autocast to, e.g.,
+    ``torch.bfloat16`` (None: the model's own dtype, exact).
     """
     if idx.dim() != 2:
-        raise ValueError(f"idx must be a (batch, tokens) tensor of token IDs, got shape {tuple(idx.shape)}")
-    context_length = model.cfg.context_length
+        raise ValueError(
+            f"idx must be a (batch, tokens) tensor of token IDs, got shape {tuple(idx.shape)}"
+        )
+    if idx.shape[1] == 0:
+        raise ValueError("idx must hold at least one token per row (a prompt to continue)")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if attention_mask is not None and attention_mask.shape != idx.shape:
+        raise ValueError(
+            f"attention_mask must have idx's shape {tuple(idx.shape)}, "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    B, T = idx.shape
+    model_dtype = next(model.parameters()).dtype
+    cache = None
+    if use_cache:
+        max_len = min(model.cfg.context_length, T + max_new_tokens)
+        cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype or model_dtype)
+    mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
     was_training = model.training
     model.eval()
-    done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -context_length:])[:, -1, :]  # (B, vocab) at the last position
-        token = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
-        if eos_id is not None:
-            token = token.masked_fill(done, eos_id)
-            done |= token == eos_id
-        idx = torch.cat([idx, token], dim=1)  # (B, T + 1)
-        if eos_id is not None and bool(done.all()):
-            break
+    done = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
+    fed = 0  # columns of idx the model has seen (and the cache holds, if it still fits)
+    with _autocast(idx.device, dtype, model_dtype):
+        for _ in range(max_new_tokens):
+            logits = _last_logits(model, idx, mask, cache, fed)  # (B, vocab)
+            fed = idx.shape[1]
+            token = next_token(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
+            if eos_id is not None:
+                token = token.masked_fill(done, eos_id)
+                done |= token == eos_id
+            idx = torch.cat([idx, token], dim=1)  # (B, T + 1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
     model.train(was_training)
     return idx
+
+
+def generate_batch(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    pad_id: int | None = None,
+    **kwargs: object,
+) -> list[list[int]]:
+    """Decode prompts of different lengths together; return each prompt's new token IDs.
+
+    The prompts are left-padded to a common length with ``pad_id`` (default: ``eos_id`` if
+    given, else 0; padding is masked out, so its value does not matter) and passed to
+    :func:`generate` with an ``attention_mask``; ``kwargs`` go to :func:`generate`. With
+    ``eos_id``, each row's tokens end with its first ``eos_id``. The result equals generating
+    each prompt on its own.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token-ID lists")
+    eos_id = kwargs.get("eos_id")
+    pad = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    idx = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    out = generate(model, idx, max_new_tokens, attention_mask=mask, **kwargs)  # type: ignore[arg-type]
+    rows = out[:, width:].tolist()
+    if eos_id is not None:
+        rows = [row[: row.index(eos_id) + 1] if eos_id in row else row for row in rows]
+    return rows
 
 
 def text_to_ids(text: str, tokenizer: tiktoken.Encoding | None = None) -> torch.Tensor:

@@ -8,6 +8,11 @@ loading weights is a table, not a puzzle (see :mod:`gpt2lib.weights`). Compare H
 :class:`LayerNorm` and :class:`GELU` are written out for teaching and tested against PyTorch's
 own; the model uses the fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``, which compute
 the same functions.
+
+``GPTModel.forward`` also takes a :class:`~gpt2lib.kv_cache.KVCache` (the new tokens continue
+the cached ones, so their positions start at the cached length) and an ``attention_mask`` for
+left-padded batches (Hugging Face's convention: 1 = real token, 0 = padding), which gives every
+row positions that start at 0 at its first real token and hides its padding from attention.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, causal_mask
 from .config import GPTConfig
+from .kv_cache import KVCache
 
 
 class LayerNorm(nn.Module):
@@ -61,15 +67,20 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
-        self.attn = MultiHeadAttention(cfg)
+        self.attn = MultiHeadAttention(cfg, layer_idx)
         self.ln_2 = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
         self.mlp = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # shortcut around attention
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, cache)  # shortcut around attention
         x = x + self.mlp(self.ln_2(x))  # shortcut around the feed-forward
         return x
 
@@ -83,7 +94,7 @@ class GPTModel(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # token embedding
         self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)  # position embedding
         self.drop = nn.Dropout(cfg.drop_rate)
-        self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.h = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.emb_dim, eps=1e-5)
         self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -98,15 +109,52 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token IDs ``idx`` (B, T).
+
+        ``cache``: the tokens follow the ``cache.length`` cached ones, whose keys and values are
+        reused; this call's are added. ``attention_mask`` (B, cache.length + T): 1 for real tokens,
+        0 for (left) padding. ``last_only``: compute the logits of the last position only,
+        (B, 1, vocab_size), as generation needs.
+        """
         B, T = idx.shape
-        if T > self.cfg.context_length:
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"the KV cache holds {cache.batch_size} rows, idx has {B}")
+        past = 0 if cache is None else cache.length
+        if past + T > self.cfg.context_length:
             raise ValueError(
-                f"sequence of {T} tokens is longer than the model's context_length "
+                f"sequence of {past + T} tokens is longer than the model's context_length "
                 f"({self.cfg.context_length}); crop it, e.g. idx[:, -{self.cfg.context_length}:]"
             )
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        pos, mask = self._positions(B, T, past, attention_mask, idx.device)  # (T,)|(B, T)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.h:
-            x = block(x)  # (B, T, C)
+            x = block(x, mask, cache)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+
+    @staticmethod
+    def _positions(
+        B: int, T: int, past: int, attention_mask: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position IDs of the T new tokens and the attention mask (None: plain causal)."""
+        if attention_mask is None:
+            mask = causal_mask(T, past + T, device=device) if 1 < T < past + T else None
+            return torch.arange(past, past + T, device=device), mask
+        if attention_mask.shape != (B, past + T):
+            raise ValueError(
+                f"attention_mask must have shape (batch, cached + new tokens) = {(B, past + T)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        real = attention_mask.to(device=device, dtype=torch.long)
+        pos = (real.cumsum(dim=1) - 1).clamp(min=0)[:, past:]  # (B, T): 0 at the first real token
+        return pos, causal_mask(T, past + T, real, device)  # (B, 1, T, S)
