@@ -301,6 +301,8 @@ class Checkpoint:
     history: History
     epoch: int = 0  # the data position: epoch and batches of it already used
     batch_in_epoch: int = 0
+    tokens_seen: int = 0  # totals over all processes
+    examples_seen: int = 0
     rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
     train_config: dict[str, Any] | None = None
     model_config: dict[str, Any] | None = None
@@ -339,6 +341,8 @@ def save_checkpoint(
     *,
     epoch: int = 0,
     batch_in_epoch: int = 0,
+    tokens_seen: int = 0,
+    examples_seen: int = 0,
     rng_states: list[dict[str, Any]] | None = None,
     train_config: TrainConfig | None = None,
 ) -> Path:
@@ -359,6 +363,8 @@ def save_checkpoint(
         "step": step,
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
+        "tokens_seen": tokens_seen,
+        "examples_seen": examples_seen,
         "history": (history or History()).to_dict(),
         "rng_states": rng_states if rng_states is not None else [rng_state()],
         "train_config": asdict(train_config) if train_config is not None else None,
@@ -402,6 +408,8 @@ def load_checkpoint(
         history=History.from_dict(payload["history"]),
         epoch=payload["epoch"],
         batch_in_epoch=payload["batch_in_epoch"],
+        tokens_seen=payload.get("tokens_seen", 0),
+        examples_seen=payload.get("examples_seen", 0),
         rng_states=payload["rng_states"],
         train_config=payload["train_config"],
         model_config=payload["model_config"],
@@ -602,8 +610,6 @@ def train(
         if len(state.rng_states) == info.world_size:
             set_rng_state(state.rng_states[info.rank])
     history = state.history
-    tokens = history.tokens_seen[-1] if history.tokens_seen else 0
-    examples = history.examples_seen[-1] if history.examples_seen else 0
     bar = tqdm(
         total=total,
         initial=state.step,
@@ -624,8 +630,8 @@ def train(
             for key, value in metrics.items():
                 history.metrics.setdefault(f"{name}_{key}", []).append(value)
         history.steps.append(state.step)
-        history.tokens_seen.append(tokens)
-        history.examples_seen.append(examples)
+        history.tokens_seen.append(state.tokens_seen)
+        history.examples_seen.append(state.examples_seen)
         history.train_loss.append(losses["train"])
         history.val_loss.append(losses["val"])
         history.lr.append(lr_at(max(state.step - 1, 0), cfg, total))
@@ -643,12 +649,13 @@ def train(
                 history,
                 epoch=state.epoch + end_of_epoch,
                 batch_in_epoch=0 if end_of_epoch else state.batch_in_epoch,
+                tokens_seen=state.tokens_seen,
+                examples_seen=state.examples_seen,
                 rng_states=rngs,  # type: ignore[arg-type]
                 train_config=cfg,
             )
 
     def run(net: nn.Module) -> None:  # ``net``: the model, or its DDP wrapper under torchrun
-        nonlocal tokens, examples
         model.train()
         if state.step == 0 and cfg.eval_at_start and not history.steps:
             record()
@@ -665,7 +672,8 @@ def train(
                 optimizer.step()
 
                 stats = all_reduce_sum(torch.tensor([loss.item(), *_count(batch)]))
-                tokens, examples = tokens + int(stats[1]), examples + int(stats[2])
+                state.tokens_seen += int(stats[1])
+                state.examples_seen += int(stats[2])
                 state.step += 1
                 state.batch_in_epoch += 1
                 bar.update(1)

@@ -4,6 +4,7 @@ Trains a tiny GPT on fixed random tokens with :func:`gpt2lib.train.train` and, o
 writes the history and final weights to the path given as the first argument.
 """
 
+import dataclasses
 import json
 import sys
 
@@ -49,6 +50,7 @@ def setup(
 if __name__ == "__main__":
     info = dist_info()
     model, train_loader, val_loader, cfg = setup(info.world_size)
+    cfg = dataclasses.replace(cfg, checkpoint_path=sys.argv[1] + ".ckpt")  # rank 0 writes it
     history = train(model, train_loader, val_loader, cfg)
     if info.is_main:
         torch.save(model.state_dict(), sys.argv[1] + ".pt")

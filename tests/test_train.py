@@ -272,7 +272,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     torch.manual_seed(5)
     train_loader, val_loader = loaders(n_windows=12, batch_size=2)  # 6 steps per epoch
     cfg = quiet(
-        max_steps=10, lr=5e-3, warmup_steps=2, eval_every=3, checkpoint_every=3,
+        max_steps=10, lr=5e-3, warmup_steps=2, eval_every=3, checkpoint_every=2,
         checkpoint_path=str(tmp_path / "run.pt"),
     )  # fmt: skip
 
@@ -288,8 +288,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
     (tmp_path / "run.pt").unlink()
     model = tiny_model(drop_rate=0.2)
-    with pytest.raises(Interrupt):  # dies after step 4: the checkpoint of step 3 survives
-        train(model, train_loader, val_loader, cfg, on_step=stop_at(4))
+    with pytest.raises(Interrupt):  # dies after step 5: the checkpoint of step 4 survives
+        train(model, train_loader, val_loader, cfg, on_step=stop_at(5))
     model = tiny_model(seed=99, drop_rate=0.2)  # a fresh process: other weights, other RNG
     with pytest.raises(Interrupt):  # dies after step 7: step 6 ended epoch 0
         train(model, train_loader, val_loader, cfg, resume=True, on_step=stop_at(7))
@@ -335,7 +335,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(TESTS / "ddp_train.py"), str(out),
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["world_size"] == 2
@@ -347,6 +347,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert ddp_history.tokens_seen == history.tokens_seen  # the same global batches
     assert ddp_history.train_loss == pytest.approx(history.train_loss, abs=1e-5)
     assert ddp_history.val_loss == pytest.approx(history.val_loss, abs=1e-5)
+    ckpt = load_checkpoint(str(out) + ".ckpt", model)  # written by rank 0 alone
+    assert ckpt.step == 6 and len(ckpt.rng_states) == 2  # each process's random state
+    assert ckpt.tokens_seen == history.tokens_seen[-1]
     ddp_state = torch.load(str(out) + ".pt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.allclose(ddp_state[name], value, atol=1e-4), name
