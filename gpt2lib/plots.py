@@ -273,10 +273,24 @@ def plot_losses(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    s, t = np.asarray(steps), np.asarray(tokens)
+    s, t = np.asarray(steps, dtype=float), np.asarray(tokens, dtype=float)
     if len(s) > 1 and np.all(np.diff(s) > 0) and np.all(np.diff(t) > 0):
+        from matplotlib.ticker import EngFormatter
+
         top = ax.secondary_xaxis(
-            "top", functions=(lambda x: np.interp(x, s, t), lambda x: np.interp(x, t, s))
+            "top", functions=(lambda x: _extrapolate(x, s, t), lambda x: _extrapolate(x, t, s))
         )
+        top.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.2M
         top.set_xlabel("tokens seen")
     return ax
+
+
+def _extrapolate(x: object, xp: object, fp: object) -> object:
+    """Piecewise-linear interpolation that continues the end segments' slopes beyond the data."""
+    import numpy as np
+
+    x, xp, fp = np.asarray(x, dtype=float), np.asarray(xp, dtype=float), np.asarray(fp, dtype=float)
+    y = np.interp(x, xp, fp)
+    first, last = (fp[1] - fp[0]) / (xp[1] - xp[0]), (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    y = np.where(x < xp[0], fp[0] + (x - xp[0]) * first, y)
+    return np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * last, y)
