@@ -65,7 +65,9 @@ def next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None, model_dtype: torch.dtype):
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None, model_dtype: torch.dtype
+) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` unless it is None or already the model's dtype."""
     if dtype is None or dtype == model_dtype:
         return contextlib.nullcontext()
