@@ -18,14 +18,20 @@ It works the same for a plain :class:`~gpt2lib.model.GPTModel`, a classifier and
     model = load_model("spam-classifier")
     load_model_config("spam-classifier")["extra"]["labels"]    # ['ham', 'spam']
 
-Each file is written under a temporary name and renamed into place with :func:`os.replace`, so a
-crash never leaves a half-written file; both files carry the same random ``save_id``, so a crash
-*between* the two renames (new weights, old config) is detected on loading.
+Each file is written under a temporary name and renamed into place
+(:func:`gpt2lib.files.atomic_path`), weights first. The weights file also carries a copy of the
+config and a sha256 of its tensors in its metadata, and both files carry the same random
+``save_id``. So the directory always holds a loadable model: a crash *between* the two renames
+leaves the new weights beside the old ``config.json``, whose ``save_id`` then differs, and
+:func:`load_model` uses the config inside the weights file instead (the new model); a crash
+before the first rename leaves the old model untouched. Bytes flipped on disk fail the checksum
+with an error naming the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import uuid
@@ -36,6 +42,7 @@ import torch
 from torch import nn
 
 from .config import GPTConfig
+from .files import FileFormatError, atomic_path, read_json
 from .lora import LinearWithLoRA, apply_lora, lora_modules
 from .model import GPTModel
 
@@ -91,14 +98,14 @@ def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _replace_into(directory: Path, name: str, write: Any) -> None:
-    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``directory / name``."""
-    tmp = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, directory / name)
-    finally:
-        tmp.unlink(missing_ok=True)
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_model(
@@ -130,26 +137,79 @@ def save_model(
     tensors = {k: t.detach().cpu().contiguous() for k, t in _unique_tensors(model).items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", "gpt2lib_save_id": save_id}
-    _replace_into(directory, WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata))
-    _replace_into(directory, CONFIG_FILE, lambda p: p.write_text(config_text, encoding="utf-8"))
+    metadata = {
+        "format": "pt",
+        "gpt2lib_save_id": save_id,
+        "gpt2lib_config": json.dumps(config),
+        "gpt2lib_tensors_sha256": tensors_sha256(tensors),
+    }
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:  # weights first: see the module docstring
+        save_file(tensors, str(tmp), metadata)
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(config_text, encoding="utf-8")
     return directory
 
 
-def load_model_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``config.json`` of a :func:`save_model` directory (``["extra"]``: metadata)."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a save_model directory")
+def _weights_metadata(weights_path: Path) -> dict[str, str]:
+    """The safetensors header metadata, or a FileFormatError naming the file."""
+    from safetensors import safe_open
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        with safe_open(str(weights_path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own SafetensorError for any bad header
+        raise FileFormatError(weights_path, f"not a readable safetensors file ({err})") from None
+
+
+def _check_config(config: Any, path: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a gpt2lib model config (format {FORMAT!r} expected)")
+        raise FileFormatError(path, f"not a gpt2lib model config (format {FORMAT!r} expected)")
     missing = [k for k in ("gpt_config", "head", "lora") if k not in config]
     if missing:
-        raise ValueError(f"{path} lacks {missing}")
+        raise FileFormatError(path, f"the model config lacks {missing}")
+    lora = config["lora"]
+    if lora is not None:
+        if not isinstance(lora, dict):
+            raise FileFormatError(path, f"'lora' must be null or an object, got {lora!r:.60}")
+        absent = [k for k in ("rank", "alpha", "targets", "merged") if k not in lora]
+        if absent:
+            raise FileFormatError(path, f"the LoRA settings lack {absent}")
+    head = config["head"]
+    if head is not None and not (isinstance(head, dict) and "num_classes" in head):
+        raise FileFormatError(
+            path, f"'head' must be null or {{'num_classes': K}}, got {head!r:.60}"
+        )
+    if not isinstance(config["gpt_config"], dict):
+        raise FileFormatError(path, "'gpt_config' must be an object")
+    return config
+
+
+def load_model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The config of a :func:`save_model` directory (``["extra"]``: the caller's metadata).
+
+    ``config.json`` when it belongs to the weights beside it (same ``save_id``); otherwise, after
+    a save interrupted between its two renames, the copy inside ``model.safetensors``.
+    """
+    directory = Path(directory)
+    path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    config = _check_config(read_json(path, "model config"), path) if path.is_file() else None
+    embedded = None
+    if weights_path.is_file():
+        meta = _weights_metadata(weights_path)
+        if "gpt2lib_config" in meta and (
+            config is None or config.get("save_id") != meta.get("gpt2lib_save_id")
+        ):
+            try:
+                embedded = json.loads(meta["gpt2lib_config"])
+            except json.JSONDecodeError as err:
+                raise FileFormatError(
+                    weights_path, f"its embedded config is not JSON: {err}"
+                ) from None
+            embedded = _check_config(embedded, weights_path)
+    if embedded is not None:
+        return embedded
+    if config is None:
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a save_model directory")
     return config
 
 
@@ -190,24 +250,24 @@ def load_model(directory: str | os.PathLike, device: torch.device | str = "cpu")
 
     Returns it in eval mode on ``device``, every parameter trainable (freeze as needed). A
     checkpoint whose tensors do not fit the config raises a ``ValueError`` naming the tensor
-    and both shapes.
+    and both shapes; one whose bytes changed on disk fails its checksum.
     """
     from safetensors import safe_open
 
     directory = Path(directory)
-    config = load_model_config(directory)
     weights_path = directory / WEIGHTS_FILE
+    config = load_model_config(directory)
     if not weights_path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}")
     model = build_model(config)
     expected = _unique_tensors(model)
+    meta = _weights_metadata(weights_path)
+    if meta.get("gpt2lib_save_id") != config.get("save_id"):
+        raise ValueError(
+            f"{weights_path} and {CONFIG_FILE} come from different saves (interrupted "
+            "save_model?); save the model again"
+        )
     with safe_open(str(weights_path), framework="pt") as f:
-        saved_id = (f.metadata() or {}).get("gpt2lib_save_id")
-        if saved_id != config.get("save_id"):
-            raise ValueError(
-                f"{weights_path} and {CONFIG_FILE} come from different saves (interrupted "
-                "save_model?); save the model again"
-            )
         keys = set(f.keys())
         missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
         if missing or unexpected:
@@ -224,6 +284,13 @@ def load_model(directory: str | os.PathLike, device: torch.device | str = "cpu")
                     f"from {CONFIG_FILE} needs {tuple(target.shape)}"
                 )
             state[name] = f.get_tensor(name)
+    expected_sha = meta.get("gpt2lib_tensors_sha256")
+    if expected_sha is not None and tensors_sha256(state) != expected_sha:
+        raise FileFormatError(
+            weights_path,
+            "the tensors fail their checksum: the file changed on disk after it "
+            "was saved (corrupt or edited); save the model again",
+        )
     model.to(state["wte.weight"].dtype)  # e.g. a model saved in bfloat16 comes back in it
     model.load_state_dict(state, strict=False)  # tied tensors are filled through their twin
     return model.to(device).eval()

@@ -58,6 +58,7 @@ from .distributed import (
     dist_info,
     init_distributed,
 )
+from .files import FileFormatError, atomic_path
 
 LossFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
@@ -306,6 +307,14 @@ class Checkpoint:
     rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
     train_config: dict[str, Any] | None = None
     model_config: dict[str, Any] | None = None
+    data_layout: dict[str, int] | None = None  # batch size, batches per epoch, processes
+
+
+# TrainConfig fields a resumed run may change; every other field defines the run
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "epochs", "eval_every", "eval_batches", "eval_at_start", "checkpoint_path",
+     "checkpoint_every", "device", "progress"}
+)  # fmt: skip
 
 
 def rng_state() -> dict[str, Any]:
@@ -345,15 +354,15 @@ def save_checkpoint(
     examples_seen: int = 0,
     rng_states: list[dict[str, Any]] | None = None,
     train_config: TrainConfig | None = None,
+    data_layout: dict[str, int] | None = None,
 ) -> Path:
     """Write model + optimizer + step + history + random state + data position to ``path``.
 
-    Atomic: the file is written next to ``path`` under a temporary name and renamed over it
-    (:func:`os.replace`), so a crash leaves the previous checkpoint or the new one, never half
-    of one. ``rng_states`` defaults to this process's state.
+    Atomic (:func:`gpt2lib.files.atomic_path`): a crash leaves the previous checkpoint or the
+    new one, never half of one, and the temporary a killed process left is removed by the next
+    save. ``rng_states`` defaults to this process's state; ``data_layout`` records how the data
+    was batched, so that a resumed run can check it is batched the same way.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = _unwrap(model)
     model_cfg = getattr(raw, "cfg", None)
     payload = {
@@ -369,14 +378,85 @@ def save_checkpoint(
         "rng_states": rng_states if rng_states is not None else [rng_state()],
         "train_config": asdict(train_config) if train_config is not None else None,
         "model_config": asdict(model_cfg) if hasattr(model_cfg, "__dataclass_fields__") else None,
+        "data_layout": data_layout,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The payload of a checkpoint file, or a FileFormatError that names the file."""
+    import pickle
+    import zipfile
+
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
+            zipfile.BadZipFile, UnicodeDecodeError, OSError) as err:  # fmt: skip
+        # torch's own message may suggest weights_only=False, which is never the fix here
+        raise FileFormatError(
+            path,
+            f"not a readable gpt2lib training checkpoint (truncated, or another kind of "
+            f"file: {type(err).__name__})",
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != "gpt2lib-checkpoint-1":
+        raise FileFormatError(path, "not a gpt2lib training checkpoint")
+    return payload
+
+
+def _differences(
+    saved: dict[str, Any], current: dict[str, Any], skip: Iterable[str] = ()
+) -> list[str]:
+    """``"name: saved -> current"`` for each field that differs (tuples equal lists)."""
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, (tuple, list)) else v
+
+    names = sorted((set(saved) | set(current)) - set(skip))
+    return [
+        f"{n}: {saved.get(n)!r} in the checkpoint, {current.get(n)!r} now"
+        for n in names
+        if norm(saved.get(n)) != norm(current.get(n))
+    ]
+
+
+def _check_state_dict(path: Path, model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError unless ``saved`` has exactly the model's tensors, shape for shape."""
+    own = _unwrap(model).state_dict()
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(saved))
+        if tuple(saved[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, shape mismatches (checkpoint vs model) {shapes[:5]}"
+        )
+
+
+def _check_optimizer_state(path: Path, optimizer: torch.optim.Optimizer, saved: Any) -> None:
+    """Raise ValueError unless ``saved`` fits ``optimizer``: groups, sizes and state shapes."""
+    if saved is None:
+        raise ValueError(f"checkpoint {path} holds no optimizer state")
+    groups, own = saved.get("param_groups", []), optimizer.param_groups
+    sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own]
+    if sizes != own_sizes:
+        raise ValueError(
+            f"checkpoint {path}: its optimizer has parameter groups of sizes {sizes}, this "
+            f"optimizer {own_sizes} (other trainable parameters?)"
+        )
+    params = [p for g in own for p in g["params"]]
+    ids = [i for g in groups for i in g["params"]]
+    for index, param in zip(ids, params, strict=True):
+        for key, value in saved.get("state", {}).get(index, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise ValueError(
+                    f"checkpoint {path}: optimizer state {key!r} of parameter {index} has shape "
+                    f"{tuple(value.shape)}, the parameter {tuple(param.shape)}"
+                )
 
 
 def load_checkpoint(
@@ -387,21 +467,30 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); return the rest.
 
-    A checkpoint whose tensors do not fit the model raises a ``ValueError`` naming the file.
+    Everything is checked before anything is assigned, so a failed load leaves the model and
+    the optimizer as they were: a file that is not a checkpoint raises
+    :class:`~gpt2lib.files.FileFormatError`; a checkpoint saved from another model
+    configuration (e.g. other ``n_heads`` or ``tie_embeddings``, even with equal shapes), with
+    other tensors, or with optimizer state of other shapes raises a ``ValueError`` naming the
+    file and each difference.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "gpt2lib-checkpoint-1":
-        raise ValueError(f"{path} is not a gpt2lib training checkpoint")
-    try:
-        _unwrap(model).load_state_dict(payload["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
+    payload = _read_checkpoint(path, map_location)
+    model_cfg = getattr(_unwrap(model), "cfg", None)
+    if payload.get("model_config") is not None and hasattr(model_cfg, "__dataclass_fields__"):
+        diffs = _differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
+        if diffs:
+            raise ValueError(
+                f"checkpoint {path} does not fit this model, saved with another configuration: "
+                + "; ".join(diffs)
+            )
+    _check_state_dict(path, model, payload["model"])
     if optimizer is not None:
-        if payload["optimizer"] is None:
-            raise ValueError(f"checkpoint {path} holds no optimizer state")
+        _check_optimizer_state(path, optimizer, payload["optimizer"])
+    _unwrap(model).load_state_dict(payload["model"])
+    if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
     return Checkpoint(
         step=payload["step"],
@@ -413,7 +502,34 @@ def load_checkpoint(
         rng_states=payload["rng_states"],
         train_config=payload["train_config"],
         model_config=payload["model_config"],
+        data_layout=payload.get("data_layout"),
     )
+
+
+def check_resume(
+    ckpt: Checkpoint, cfg: TrainConfig, data_layout: dict[str, int], model: nn.Module
+) -> None:
+    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run.
+
+    Learning rate, schedule, optimizer settings, seed, dtype, the batching of the data and the
+    model's dropout define a run; :data:`RESUMABLE_CHANGES` (more steps, other evaluation or
+    checkpoint intervals, another device) may change deliberately.
+    """
+    diffs = []
+    if ckpt.train_config is not None:
+        diffs += _differences(ckpt.train_config, asdict(cfg), skip=RESUMABLE_CHANGES)
+    if ckpt.data_layout is not None:
+        diffs += _differences(ckpt.data_layout, data_layout)
+    model_cfg = getattr(_unwrap(model), "cfg", None)
+    if ckpt.model_config is not None and hasattr(model_cfg, "drop_rate"):
+        saved = ckpt.model_config.get("drop_rate")
+        if saved != model_cfg.drop_rate:
+            diffs.append(f"drop_rate: {saved!r} in the checkpoint, {model_cfg.drop_rate!r} now")
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {cfg.checkpoint_path}: the run differs from the one that wrote "
+            f"it: {'; '.join(diffs)}. Start afresh (resume=False, or another checkpoint_path)."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,7 +721,19 @@ def train(
 
     state = Checkpoint(step=0, history=History())  # where the run stands
     ckpt_path = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    layout = {
+        "batch_size": train_batches.batch_size,
+        "batches_per_epoch": steps_per_epoch,
+        "world_size": info.world_size,
+    }
     if resume and ckpt_path is not None and ckpt_path.is_file():
+        saved = _read_checkpoint(ckpt_path, "cpu")  # check the run before touching the model
+        check_resume(
+            Checkpoint(0, History(), train_config=saved["train_config"],
+                       model_config=saved["model_config"], data_layout=saved.get("data_layout")),
+            cfg, layout, model,
+        )  # fmt: skip
+        del saved
         state = load_checkpoint(ckpt_path, model, optimizer, map_location=device)
         if len(state.rng_states) == info.world_size:
             set_rng_state(state.rng_states[info.rank])
@@ -653,6 +781,7 @@ def train(
                 examples_seen=state.examples_seen,
                 rng_states=rngs,  # type: ignore[arg-type]
                 train_config=cfg,
+                data_layout=layout,
             )
 
     def run(net: nn.Module) -> None:  # ``net``: the model, or its DDP wrapper under torchrun

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import torch
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib import saving as saving_module
 from gpt2lib.classifier import add_classification_head
+from gpt2lib.files import FileFormatError
 from gpt2lib.lora import LinearWithLoRA, apply_lora, lora_modules, merge_lora
 from gpt2lib.saving import load_model, load_model_config, save_model
 
@@ -155,12 +159,87 @@ def test_structure_mismatch_names_tensors(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def test_mixed_saves_are_detected(tmp_path: Path) -> None:
-    save_model(tiny_model(), tmp_path / "a")
+def test_mixed_saves_load_the_weights_own_config(tmp_path: Path) -> None:
+    a = lora_classifier()
+    save_model(a, tmp_path / "a")
     save_model(tiny_model(), tmp_path / "b")
     (tmp_path / "a" / "config.json").write_bytes((tmp_path / "b" / "config.json").read_bytes())
-    with pytest.raises(ValueError, match="different saves"):
-        load_model(tmp_path / "a")
+    assert load_model_config(tmp_path / "a")["head"] == {"num_classes": 2}  # from the weights
+    assert_same_outputs(a, load_model(tmp_path / "a"))
+
+
+def test_crash_between_the_two_renames_leaves_the_new_model(tmp_path: Path, monkeypatch) -> None:
+    """Probe: kill -9 between renaming the weights and the config left neither loadable."""
+    old, new = tiny_model(), lora_classifier()
+    save_model(old, tmp_path)
+    real_replace = os.replace
+
+    def crash_on_config(src, dst):
+        if Path(dst).name == "config.json":
+            raise KeyboardInterrupt("killed between the renames")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_config)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(new, tmp_path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert_same_outputs(new, load_model(tmp_path))  # the weights carry their own config
+
+
+def test_first_save_interrupted_before_config_still_loads(tmp_path: Path, monkeypatch) -> None:
+    model = lora_classifier()
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace",
+        lambda s, d: (_ for _ in ()).throw(KeyboardInterrupt) if Path(d).name == "config.json"
+        else real_replace(s, d),
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, tmp_path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert_same_outputs(model, load_model(tmp_path))
+
+
+def test_flipped_bytes_fail_the_checksum(tmp_path: Path) -> None:
+    """Probe: flipped bytes in model.safetensors loaded silently (the weights became NaN)."""
+    save_model(tiny_model(), tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        FileFormatError, match=r"model\.safetensors: the tensors fail their checksum"
+    ):
+        load_model(tmp_path)
+
+
+def test_lora_config_without_targets_names_the_file(tmp_path: Path) -> None:
+    """Probe: a saved LoRA config without ``targets`` gave a bare KeyError."""
+    save_model(lora_classifier(), tmp_path)
+    _edit_config(tmp_path, lambda c: c["lora"].pop("targets"))
+    with pytest.raises(
+        FileFormatError, match=r"config\.json: the LoRA settings lack \['targets'\]"
+    ):
+        load_model(tmp_path)
+
+
+def test_non_utf8_config_names_the_file(tmp_path: Path) -> None:
+    """Probe: a non-UTF-8 config.json gave a bare UnicodeDecodeError."""
+    save_model(tiny_model(), tmp_path)
+    (tmp_path / "config.json").write_bytes(b'{"format": "\xff\xfe"}')
+    with pytest.raises(FileFormatError, match=r"config\.json: the model config is not UTF-8"):
+        load_model(tmp_path)
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".model.safetensors.{dead.pid}.0123abcd.tmp"
+    save_model(tiny_model(), tmp_path)
+    stale.write_bytes(b"x" * 1000)  # what a kill -9 in the middle of a save leaves
+    save_model(tiny_model(), tmp_path)
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_bad_directories(tmp_path: Path) -> None:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.text import SlidingWindowDataset
 from gpt2lib.distributed import EpochSampler
+from gpt2lib.files import FileFormatError
 from gpt2lib.train import (
     History,
     TrainConfig,
@@ -353,3 +355,106 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ddp_state = torch.load(str(out) + ".pt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.allclose(ddp_state[name], value, atol=1e-4), name
+
+
+# --- resuming checks what it resumes (probes of the hardening pass) ---------------------------
+
+
+def _resumable_run(tmp_path, **overrides):
+    torch.manual_seed(5)
+    train_loader, val_loader = loaders(n_windows=12, batch_size=2)
+    cfg = quiet(max_steps=4, checkpoint_every=2, checkpoint_path=str(tmp_path / "r.pt"))
+    train(tiny_model(), train_loader, val_loader, cfg)
+    return cfg
+
+
+def test_resume_rejects_other_heads_with_equal_shapes(tmp_path):
+    """Probe: n_heads 2 -> 4 has the same tensor shapes and resumed silently."""
+    cfg = _resumable_run(tmp_path)
+    train_loader, val_loader = loaders()
+    model = tiny_model(n_heads=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"n_heads: 4 in the checkpoint, 2 now"):
+        train(model, train_loader, val_loader, dataclasses.replace(cfg, max_steps=6), resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_untied_checkpoint_is_not_loaded_into_a_tied_model(tmp_path):
+    """Probe: an untied checkpoint loaded into a tied model put its lm_head into wte."""
+    path = save_checkpoint(tmp_path / "u.pt", tiny_model(tie_embeddings=False))
+    tied = tiny_model(seed=3, tie_embeddings=True)
+    wte = tied.wte.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"tie_embeddings: False in the checkpoint, True now"):
+        load_checkpoint(path, tied)
+    assert torch.equal(tied.wte.weight, wte)
+
+
+def test_resume_rejects_another_batch_size_and_learning_rate(tmp_path):
+    """Probe: a different batch size silently skipped examples of the resumed epoch."""
+    cfg = _resumable_run(tmp_path)
+    train_loader, val_loader = loaders(n_windows=12, batch_size=3)
+    with pytest.raises(ValueError, match=r"batch_size: 2 in the checkpoint, 3 now"):
+        train(tiny_model(), train_loader, val_loader, cfg, resume=True)
+    train_loader, val_loader = loaders(n_windows=12, batch_size=2)
+    changed = dataclasses.replace(cfg, lr=1e-3, seed=7)
+    with pytest.raises(ValueError, match=r"lr: 0.0004 in the checkpoint, 0.001 now; seed: 123"):
+        train(tiny_model(), train_loader, val_loader, changed, resume=True)
+    longer = dataclasses.replace(cfg, max_steps=6, eval_every=3)  # deliberate: allowed
+    assert train(tiny_model(), train_loader, val_loader, longer, resume=True).steps[-1] == 6
+
+
+def test_load_checkpoint_with_wrong_optimizer_leaves_the_model_alone(tmp_path):
+    """Probe: a mismatching optimizer raised only after the model's weights were overwritten."""
+    model = tiny_model()
+    path = save_checkpoint(
+        tmp_path / "o.pt", model, build_optimizer(model, TrainConfig(max_steps=1))
+    )
+    other = tiny_model(seed=1)
+    for p in other.h[0].parameters():
+        p.requires_grad_(False)  # fewer trainable parameters: another optimizer layout
+    before = [p.detach().clone() for p in other.parameters()]
+    with pytest.raises(ValueError, match=r"o\.pt: its optimizer has parameter groups of sizes"):
+        load_checkpoint(path, other, build_optimizer(other, TrainConfig(max_steps=1)))
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, I am a text file\n", bytes(range(256)) * 4, b"PK\x03\x04 truncated zip"],
+    ids=["empty", "text", "garbage", "truncated-zip"],
+)
+def test_unreadable_checkpoint_names_the_file(tmp_path, content):
+    """Probe: OSError / KeyError: 101 / an UnpicklingError recommending weights_only=False."""
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(FileFormatError, match=r"bad\.pt: not a readable gpt2lib training") as err:
+        load_checkpoint(path, tiny_model())
+    assert "weights_only" not in str(err.value)
+
+
+def test_truncated_checkpoint_names_the_file(tmp_path):
+    path = save_checkpoint(tmp_path / "t.pt", tiny_model())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(FileFormatError, match=r"t\.pt: not a readable gpt2lib training"):
+        load_checkpoint(path, tiny_model())
+
+
+def test_stale_checkpoint_temporary_of_a_killed_save_is_removed(tmp_path):
+    """Probe: kill -9 during save_checkpoint left a full-size .ck.pt.<pid>.tmp forever."""
+    script = (
+        "import os, sys, torch; sys.path.insert(0, {!r})\n"
+        "from gpt2lib import GPTConfig, GPTModel\n"
+        "from gpt2lib.train import save_checkpoint\n"
+        "real = torch.save\n"
+        "def dying(obj, f):\n"
+        "    real(obj, f); os.kill(os.getpid(), 9)\n"
+        "torch.save = dying\n"
+        "save_checkpoint({!r}, GPTModel(GPTConfig(vocab_size=100, context_length=8, emb_dim=8,"
+        " n_heads=2, n_layers=1)))\n"
+    ).format(str(TESTS.parent), str(tmp_path / "ck.pt"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".ck.pt.") and "tmp" in leftovers[0]
+    save_checkpoint(tmp_path / "ck.pt", tiny_model())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
