@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .lora import Targets, apply_lora, mark_only_lora_as_trainable
-from .model import GPTModel
+from .model import GPTModel, eval_mode
 
 if TYPE_CHECKING:
     import tiktoken
@@ -218,12 +218,8 @@ def calc_accuracy_loader(
     in eval mode; the model's mode is restored afterwards."""
     if num_batches is not None and num_batches <= 0:
         raise ValueError(f"num_batches must be positive or None, got {num_batches}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         correct, total = _count_correct(model, itertools.islice(loader, num_batches), device, pool)
-    finally:
-        model.train(was_training)
     return correct / total if total else float("nan")
 
 
@@ -231,17 +227,12 @@ def predict_loader(
     model: nn.Module, loader: Iterable[Any], device: torch.device | str, pool: Pool = "last_real"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(labels, predictions)`` of every example in ``loader``, as two CPU long tensors."""
-    was_training = model.training
-    model.eval()
     labels, preds = [], []
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                logits, y = _batch_logits(model, batch, device, pool)
-                labels.append(y.cpu())
-                preds.append(logits.argmax(dim=-1).cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for batch in loader:
+            logits, y = _batch_logits(model, batch, device, pool)
+            labels.append(y.cpu())
+            preds.append(logits.argmax(dim=-1).cpu())
     if not labels:
         raise ValueError("the loader yielded no batches")
     return torch.cat(labels), torch.cat(preds)
@@ -303,10 +294,6 @@ def classify(
     if pool == "last" and max_length is not None:
         ids = ids + [pad_token_id] * (max_length - len(ids))
     device = model.wte.weight.device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model(torch.tensor([ids], device=device))[0, -1]  # (num_classes,)
-    finally:
-        model.train(was_training)
     return labels[int(logits.argmax())]

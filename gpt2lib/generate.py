@@ -14,6 +14,7 @@ together when left-padded with an ``attention_mask`` (see :func:`generate_batch`
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import tiktoken
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .kv_cache import KVCache
+from .model import check_attention_mask, check_token_ids, eval_mode
 from .tokenizer import get_tokenizer
 
 
@@ -37,8 +39,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the smallest set of tokens whose probabilities add up to at least ``p``."""
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p == 1.0:
+        return logits  # everything: a rounding error in the sum must not drop the tail
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
+    probs = torch.softmax(sorted_logits.double(), dim=-1)  # float64: the sum is not cut short
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
     sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))  # top-1 always kept
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
@@ -52,8 +56,8 @@ def next_token(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick one token per row from (B, vocab) logits: argmax at temperature 0, else sample."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
     logits = logits / temperature
@@ -136,6 +140,11 @@ def generate(
             f"attention_mask must have idx's shape {tuple(idx.shape)}, "
             f"got {tuple(attention_mask.shape)}"
         )
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    check_token_ids(idx, model.cfg.vocab_size)
+    if attention_mask is not None:
+        check_attention_mask(attention_mask)
     B, T = idx.shape
     model_dtype = next(model.parameters()).dtype
     cache = None
@@ -143,11 +152,9 @@ def generate(
         max_len = min(model.cfg.context_length, T + max_new_tokens)
         cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype or model_dtype)
     mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
-    was_training = model.training
-    model.eval()
     done = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
     fed = 0  # columns of idx the model has seen (and the cache holds, if it still fits)
-    with _autocast(idx.device, dtype, model_dtype):
+    with eval_mode(model), _autocast(idx.device, dtype, model_dtype):
         for _ in range(max_new_tokens):
             logits = _last_logits(model, idx, mask, cache, fed)  # (B, vocab)
             fed = idx.shape[1]
@@ -160,7 +167,6 @@ def generate(
                 mask = torch.cat([mask, torch.ones_like(token)], dim=1)
             if eos_id is not None and bool(done.all()):
                 break
-    model.train(was_training)
     return idx
 
 

@@ -17,7 +17,9 @@ row positions that start at 0 at its first real token and hides its padding from
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,50 @@ from torch import nn
 from .attention import MultiHeadAttention, causal_mask
 from .config import GPTConfig
 from .kv_cache import KVCache
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block; restore its train/eval mode after, also on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
+    """Raise ``ValueError`` naming the first out-of-range id (instead of an IndexError, or a
+    device-side assert on a GPU). One reduction and one device sync; skipped while compiling."""
+    if idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(f"token IDs must be an integer tensor, got {idx.dtype}")
+    if idx.numel() == 0 or torch.compiler.is_compiling():
+        return
+    low, high = (int(v) for v in torch.aminmax(idx))
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"token id {bad} is out of range: the vocabulary has {vocab_size} ids "
+            f"(0 to {vocab_size - 1})"
+        )
+
+
+def check_attention_mask(mask: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``mask`` (B, S) holds only 0 and 1 with a 1 in every row."""
+    if torch.compiler.is_compiling():
+        return
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real tokens)")
+    elif not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)][0].item()
+        raise ValueError(
+            f"attention_mask must hold only 0 (padding) and 1 (real tokens), found {bad}"
+        )
+    empty = (mask == 0).all(dim=-1).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"attention_mask rows {empty[:5]} are all padding: no token to attend to")
 
 
 class LayerNorm(nn.Module):
@@ -132,6 +178,9 @@ class GPTModel(nn.Module):
                 f"sequence of {past + T} tokens is longer than the model's context_length "
                 f"({self.cfg.context_length}); crop it, e.g. idx[:, -{self.cfg.context_length}:]"
             )
+        check_token_ids(idx, self.cfg.vocab_size)
+        if attention_mask is not None and past == 0:  # checked once, when a sequence starts
+            check_attention_mask(attention_mask)
         pos, mask = self._positions(B, T, past, attention_mask, idx.device)  # (T,)|(B, T)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.h:

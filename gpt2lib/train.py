@@ -59,6 +59,7 @@ from .distributed import (
     init_distributed,
 )
 from .files import FileFormatError, atomic_path
+from .model import eval_mode
 
 LossFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
@@ -126,13 +127,9 @@ def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
 
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    """Eval mode without gradients for the block; the model's mode is restored after."""
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

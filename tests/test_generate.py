@@ -33,8 +33,12 @@ def test_top_p_keeps_smallest_nucleus():
 def test_greedy_is_argmax_and_sampling_is_seeded():
     logits = torch.tensor([[0.1, 2.0, 0.3]])
     assert next_token(logits).item() == 1
-    a = [next_token(logits, 1.0, generator=torch.Generator().manual_seed(3)).item() for _ in range(5)]
-    b = [next_token(logits, 1.0, generator=torch.Generator().manual_seed(3)).item() for _ in range(5)]
+    a = [
+        next_token(logits, 1.0, generator=torch.Generator().manual_seed(3)).item() for _ in range(5)
+    ]
+    b = [
+        next_token(logits, 1.0, generator=torch.Generator().manual_seed(3)).item() for _ in range(5)
+    ]
     assert a == b
     assert next_token(logits, 0.5, top_k=1).item() == 1
 
@@ -73,3 +77,81 @@ def test_generate_text_round_trip(model):
 def test_generate_rejects_1d(model):
     with pytest.raises(ValueError, match="batch"):
         generate(model, torch.tensor([1, 2]), 1)
+
+
+# --- probes of the hardening pass ---------------------------------------------------------------
+
+
+def test_top_p_one_is_a_no_op():
+    """Probe: at p=1.0 a float32 cumulative sum reached 1.0 early and dropped up to 15,656 tokens."""
+    logits = torch.randn(4, 50257, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    assert torch.isfinite(top_p_filter(logits, 0.9999999)).sum(-1).min() > 40000
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.95, 0.99])
+def test_top_p_matches_transformers_warper(p):
+    """Oracle: Hugging Face's TopPLogitsWarper on the same logits keeps the same tokens, up to
+    two tokens at the boundary (summation order)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    logits = torch.randn(6, 50257, generator=torch.Generator().manual_seed(1)) * 2.5
+    ours = torch.isfinite(top_p_filter(logits, p))
+    theirs = torch.isfinite(TopPLogitsWarper(top_p=p)(None, logits.clone()))
+    assert ((ours != theirs).sum(-1) <= 2).all()
+    assert (ours.sum(-1) > 1).all()
+
+
+@pytest.mark.parametrize("k", [1, 5, 50, 50257])
+def test_top_k_matches_transformers_warper(k):
+    from transformers.generation.logits_process import TopKLogitsWarper
+
+    logits = torch.randn(3, 50257, generator=torch.Generator().manual_seed(2))
+    ours = top_k_filter(logits, k)
+    theirs = TopKLogitsWarper(top_k=k)(None, logits.clone())
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs))
+
+
+def test_out_of_range_token_ids_are_named(model):
+    """Probe: an id >= vocab or < 0 gave `IndexError: index out of range in self`."""
+    with pytest.raises(ValueError, match=r"token id 50257 is out of range.*50257 ids"):
+        model(torch.tensor([[1, 50257]]))
+    with pytest.raises(ValueError, match=r"token id -3 is out of range"):
+        generate(model, torch.tensor([[-3, 5]]), 2)
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.tensor([[1.0, 2.0]]))
+
+
+def test_generate_restores_training_mode_when_it_raises(model, monkeypatch):
+    """Probe: generate left a training model in eval mode when it raised."""
+    model.train()
+    try:
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("out of memory")
+
+        monkeypatch.setattr(model, "forward", broken)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            generate(model, torch.tensor([[1, 2]]), 3)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_nan_temperature_is_rejected(model):
+    """Probe: temperature=nan passed validation."""
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, torch.tensor([[1, 2]]), 2, temperature=float("nan"))
+    with pytest.raises(ValueError, match="temperature"):
+        next_token(torch.zeros(1, 5), temperature=float("inf"))
+
+
+def test_bad_attention_masks_are_rejected(model):
+    """Probe: a mask with values other than 0/1, or an all-padding row, shifted positions."""
+    idx = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    with pytest.raises(ValueError, match=r"only 0 \(padding\) and 1.*found 2"):
+        generate(model, idx, 2, attention_mask=torch.tensor([[0, 2, 2], [1, 1, 1]]))
+    with pytest.raises(ValueError, match=r"rows \[0\] are all padding"):
+        generate(model, idx, 2, attention_mask=torch.tensor([[0, 0, 0], [1, 1, 1]]))
+    with pytest.raises(ValueError, match="only 0"):
+        model(idx, attention_mask=torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 1.0]]))
