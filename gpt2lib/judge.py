@@ -20,13 +20,13 @@ the instruction data set with the model's answer added (keys ``instruction``, ``
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
 import os
 import re
 import statistics
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from .files import atomic_write_text
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_PORT = 11434
@@ -205,33 +207,51 @@ def judge_prompt(entry: Mapping[str, Any], strict: bool = False) -> str:
     return "\n\n".join(parts)
 
 
-_NUMBER = r"(?<![\w.])(-?\d+(?:\.\d+)?)(?!\w)"
+# a number, optionally a fraction "N/D" or "N out of D", optionally followed by "%"
+_NUMBER = r"(?<![\w./])(-?\d+(?:\.\d+)?)(?:\s*(?:/|\bout of\b)\s*(\d+(?:\.\d+)?))?(\s*%)?(?![\w/])"
 _SCALE = re.compile(r"\b0\s*(?:-|–|to|and)\s*100\b", re.IGNORECASE)  # "0-100", "0 to 100"
-_MARKED = (
-    re.compile(rf"^\W*?{_NUMBER}\W*$"),  # the whole reply is the number
-    re.compile(rf"\bscore\b[^\d\n-]{{0,20}}{_NUMBER}", re.IGNORECASE),  # "Score: 85"
-    re.compile(rf"{_NUMBER}\s*(?:/\s*100|out of 100|%)", re.IGNORECASE),  # "85/100"
+_ONLY = re.compile(rf"^[^\w\n-]*{_NUMBER}[^\w]*$")  # the whole reply is the number
+_LABELLED = (  # "Score: 85", "score of 85", "The score is 85", "**Score:** 85"
+    re.compile(rf"\bscore\b[^\w\n]*(?:[:=]|\bis\b|\bof\b)[^\w\n-]*{_NUMBER}", re.IGNORECASE),
+    re.compile(rf"\bscore\b[^\d\n-]{{0,20}}{_NUMBER}", re.IGNORECASE),  # "Score - 85", looser
 )
+_MARKED = re.compile(rf"{_NUMBER}", re.IGNORECASE)
 
 
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def extract_number(reply: str) -> int | None:
-    """The number a judge's reply gives as its score, or ``None`` if none or ambiguous.
+def _as_score(number: str, denominator: str | None, percent: str | None) -> int | None:
+    """The integer a matched number stands for, or None if it is not in the asked-for form: a
+    whole number, alone, as "N/100", "N out of 100" or "N%" (no decimals, no other scales)."""
+    if "." in number or len(number.lstrip("-")) > 6:
+        return None
+    if denominator and (denominator != "100" or percent):
+        return None
+    return int(number)
 
-    In order: a reply that is just a number; the last number after the word "score"; a number
-    followed by "/100", "out of 100" or "%"; else the only number in the reply (mentions of the
-    scale "0 to 100" are ignored). Several unmarked numbers are ambiguous. Decimals round half up.
+
+def extract_number(reply: str) -> int | None:
+    """The whole number a judge's reply gives as its score, or ``None``; it never raises.
+
+    In order: a reply that is just a number; the first number labelled as the score ("Score:
+    85", "a score of 85"), so that a later mention such as "the reference would score 100" does
+    not count; the first number written "N/100", "N out of 100" or "N%"; else the only number in
+    the reply (mentions of the scale "0 to 100" are ignored). Decimals ("0.9") and fractions of
+    another scale ("8/10", "4/5") are not the asked-for form and give ``None``, as do several
+    unmarked numbers.
     """
     reply = _SCALE.sub(" ", reply)
-    for pattern in _MARKED:
-        found = pattern.findall(reply)
-        if found:
-            return _round_half_up(float(found[-1]))
-    found = re.findall(_NUMBER, reply)
-    return _round_half_up(float(found[0])) if len(found) == 1 else None
+    for pattern in (_ONLY, *_LABELLED):
+        match = pattern.search(reply)
+        if match:
+            return _as_score(*match.groups())
+    found = _MARKED.findall(reply)
+    marked = [f for f in found if f[1] == "100" or f[2]]
+    if marked:
+        return _as_score(*marked[0])
+    return _as_score(*found[0]) if len(found) == 1 else None
 
 
 def parse_score(reply: str) -> int | None:
@@ -316,7 +336,7 @@ class OllamaJudge:
         except ollama.ResponseError as err:
             problem = f"server error {err.status_code}: {err.error}"
             raise _unavailable(self.host, self.model, problem) from err
-        except ValueError as err:  # a reply that is not Ollama's JSON (bad JSON, wrong fields)
+        except (ValueError, TypeError) as err:  # not Ollama's JSON (bad JSON, a list, ...)
             problem = f"unreadable reply: {str(err)[:200]}"
             raise _unavailable(self.host, self.model, problem) from err
 
@@ -434,16 +454,27 @@ def scores_path(responses_path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}-scores.json")
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+def _records_sha256(records: Sequence[Mapping[str, Any]]) -> str:
+    """A fingerprint of what is judged: the four fields of every record, in order."""
+    data = [[str(r[k]) for k in ENTRY_KEYS] for r in records]
+    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
+
+
+def _finished_scores(path: Path, judge_name: str, fingerprint: str) -> list[int | None]:
+    """The scores an earlier, possibly interrupted, run of the same judge on the same records
+    saved in ``path``; empty when there is none (or the file is another judge's)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []  # unreadable: scored afresh, and the file is rewritten
+    if not isinstance(saved, dict) or saved.get("records_sha256") != fingerprint:
+        return []
+    if (saved.get("summary") or {}).get("judge") != judge_name:
+        return []
+    scores = saved.get("scores")
+    if not isinstance(scores, list) or not all(s is None or type(s) is int for s in scores):
+        return []
+    return scores
 
 
 def score_responses(
@@ -455,8 +486,11 @@ def score_responses(
     """Score every record with ``judge``; return ``(scores, summary)``.
 
     ``None`` scores are invalid: left out of mean and median, counted in ``summary["invalid"]``.
-    With ``path`` (the responses JSON file), ``{"summary": ..., "scores": [...]}`` is written
-    atomically to :func:`scores_path` ``(path)``; a second judge on the same file overwrites it.
+    With ``path`` (the responses JSON file), ``{"summary", "scores", "complete",
+    "records_sha256"}`` is written to :func:`scores_path` ``(path)`` atomically after *every*
+    record, so a judge that fails at record k leaves the first k-1 scores saved. A rerun with
+    the same judge (same ``name``) on the same records scores only the records still missing;
+    another judge, or other records, start afresh and replace the file.
     """
     records = list(records)
     for i, entry in enumerate(records):
@@ -464,13 +498,30 @@ def score_responses(
             check_entry(entry)
         except (TypeError, ValueError) as err:
             raise type(err)(f"record {i}: {err}") from None
-    items: Iterable[Mapping[str, Any]] = records
+    out = scores_path(path) if path is not None else None
+    fingerprint = _records_sha256(records)
+    scores: list[int | None] = []
+    if out is not None and out.is_file():
+        scores = _finished_scores(out, judge.name, fingerprint)[: len(records)]
+
+    def save() -> None:
+        if out is not None:
+            data = {
+                "summary": summarize_scores(scores, judge.name),
+                "complete": len(scores) == len(records),
+                "records_sha256": fingerprint,
+                "scores": scores,
+            }
+            atomic_write_text(out, json.dumps(data, indent=2) + "\n")
+
+    items: Iterable[Mapping[str, Any]] = records[len(scores) :]
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(records, desc="Scoring", unit="entry")
-    scores = [judge.score(entry) for entry in items]
-    summary = summarize_scores(scores, judge.name)
-    if path is not None:
-        _write_json_atomic(scores_path(path), {"summary": summary, "scores": scores})
-    return scores, summary
+        items = tqdm(items, desc="Scoring", unit="entry", total=len(records), initial=len(scores))
+    for entry in items:
+        scores.append(judge.score(entry))
+        save()
+    if not records:
+        save()
+    return scores, summarize_scores(scores, judge.name)

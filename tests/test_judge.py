@@ -22,6 +22,7 @@ ENTRY = {
 }
 FAKE_VERSION = "0.0.0-fake"
 GARBAGE = "<reply that is not JSON>"
+LIST_JSON = "<reply that is a JSON list>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,6 +73,9 @@ class FakeOllama:
                     self._send(404, json.dumps(error).encode())
                     return
                 content = server.replies.popleft() if server.replies else "50"
+                if content == LIST_JSON:
+                    self._send(200, b"[1, 2, 3]")
+                    return
                 if content == GARBAGE:
                     self._send(200, b"<html>not Ollama</html>", "text/html")
                     return
@@ -249,7 +253,15 @@ def test_ollama_judge_rejects_bad_arguments():
         ("I would rate it 70/100.", 70),
         ("I would give it 65 out of 100.", 65),
         ("On a scale from 0 to 100, this deserves 72.", 72),
-        ("85.5", 86),
+        ("85.5", None),  # a decimal is not the asked-for whole number
+        ("Score: 8/10", None),  # another scale
+        ("Score: 4/5", None),
+        ("Score: 0.9", None),
+        ("Score: 40\n(The reference answer would score 100.)", 40),  # the labelled one
+        ("I'd give it a score of 85, as 2 of 3 steps are right.", 85),
+        ("The score is 85%.", 85),
+        ("Score: " + "9" * 400, None),  # probe: raised OverflowError
+        ("9" * 5000, None),
         ("Score: 150", 150),
         ("-5", -5),
         ("It has 2 errors and 3 typos.", None),
@@ -415,7 +427,8 @@ def test_score_responses_summary_and_file(tmp_path):
     }
     saved = tmp_path / "instruction-data-with-response-scores.json"
     assert J.scores_path(responses) == saved
-    assert json.loads(saved.read_text()) == {"summary": summary, "scores": scores}
+    written = json.loads(saved.read_text())
+    assert written["summary"] == summary and written["scores"] == scores and written["complete"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [saved.name]  # no temporary file left
 
 
@@ -438,3 +451,68 @@ def test_score_responses_with_ollama_judge(fake_ollama, tmp_path):
     assert (summary["n"], summary["invalid"], summary["mean"]) == (3, 1, 65.0)
     assert summary["judge"] == judge.name and "llama3" in judge.name
     assert len(fake_ollama.requests) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# Probes of the hardening pass: nothing scored is lost, odd replies never crash a run
+# --------------------------------------------------------------------------------------------
+
+
+def test_parse_score_never_raises_on_huge_numbers():
+    """Probe: a 400-digit number raised OverflowError, which ended the whole scoring run."""
+    for reply in ("Score: " + "9" * 400, "9" * 400 + ".5", "1e999", "Score: 1" + "0" * 5000):
+        assert J.parse_score(reply) is None
+
+
+def test_reply_that_is_a_json_list_raises_clear_error(fake_ollama):
+    """Probe: an Ollama reply whose JSON is a list gave a raw TypeError."""
+    fake_ollama.replies.append(LIST_JSON)
+    judge = J.OllamaJudge(host=fake_ollama.url, timeout=5)
+    with pytest.raises(J.JudgeUnavailableError, match="unreadable reply"):
+        judge.score(ENTRY)
+
+
+class _FailingJudge:
+    """Scores from a list, and raises at the record whose index is ``fail_at`` (0-based)."""
+
+    def __init__(self, name, scores, fail_at=None):
+        self.name, self.scores, self.fail_at, self.calls = name, list(scores), fail_at, 0
+
+    def score(self, entry):
+        if self.calls == self.fail_at:
+            raise J.JudgeUnavailableError("the server went away")
+        self.calls += 1
+        return self.scores.pop(0)
+
+
+def _records(n):
+    return [{**ENTRY, "model_response": f"answer {i}"} for i in range(n)]
+
+
+def test_failure_at_record_k_keeps_the_finished_scores(tmp_path):
+    """Probe: score_responses wrote only at the end; a failure at record k lost every score."""
+    responses, records = tmp_path / "r.json", _records(5)
+    with pytest.raises(J.JudgeUnavailableError):
+        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    saved = json.loads(J.scores_path(responses).read_text())
+    assert saved["scores"] == [10, None, 30] and saved["complete"] is False
+
+
+def test_rerun_with_the_same_judge_scores_only_the_missing_records(tmp_path):
+    responses, records = tmp_path / "r.json", _records(5)
+    with pytest.raises(J.JudgeUnavailableError):
+        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    rest = _FailingJudge("j", [40, 50])
+    scores, summary = J.score_responses(records, rest, responses, progress=False)
+    assert scores == [10, None, 30, 40, 50] and rest.calls == 2
+    assert summary["n"] == 5 and json.loads(J.scores_path(responses).read_text())["complete"]
+
+
+def test_another_judge_or_other_records_start_afresh(tmp_path):
+    responses, records = tmp_path / "r.json", _records(3)
+    J.score_responses(records, _FailingJudge("j", [1, 2, 3]), responses, progress=False)
+    other = _FailingJudge("k", [7, 8, 9])
+    assert J.score_responses(records, other, responses, progress=False)[0] == [7, 8, 9]
+    changed = [*records[:2], {**records[2], "model_response": "new"}]
+    again = _FailingJudge("k", [4, 5, 6])
+    assert J.score_responses(changed, again, responses, progress=False)[0] == [4, 5, 6]
