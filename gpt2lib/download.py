@@ -7,13 +7,22 @@ serves exactly what the internet serves. :func:`fetch` keeps what it fetched und
 
 - it streams into ``<dest>.part`` with a progress bar and renames that onto ``dest`` only once it
   is complete and checked, so a file at ``dest`` is never a partial one;
-- it resumes a ``.part`` left by an interrupted transfer with an HTTP ``Range`` request, and starts
-  over when the server ignores the range (``200`` instead of ``206``);
+- it resumes a ``.part`` left by an interrupted transfer with an HTTP ``Range`` request that
+  carries ``If-Range`` (the ``ETag`` or ``Last-Modified`` of the first response), and starts over
+  when the server answers with the whole file (``200``): a file that changed on the server in
+  between is never spliced from two versions. A ``.part`` with no such validator is resumed
+  only when a sha256 will check the result;
+- a body whose length nobody states (no ``Content-Length``, no size, no sha256) is confirmed
+  complete by asking for the bytes after it (``416``: there are none);
 - it retries transient failures (connection dropped or reset, timeout, HTTP 5xx, 408, 429) with
   exponential backoff;
 - it checks the sha256 and the size when they are known; a file that fails is deleted;
 - it raises :class:`DownloadError`, naming the URL and what went wrong, for an HTTP error such as
-  404, retries exhausted, a hash or size mismatch, or a full disk.
+  404, retries exhausted, a hash or size mismatch, or a full disk;
+- it records what it installed (size and sha256, in ``.<name>.download.json`` beside the file),
+  so that :func:`fetch` and :func:`is_cached` can tell a complete cached file from a damaged one
+  even when the caller knows no hash;
+- requests to a loopback host (a local mirror) never go through ``http_proxy``.
 
 Only the standard library (:mod:`urllib`) and tqdm are used.
 """
@@ -24,7 +33,10 @@ import contextlib
 import errno
 import hashlib
 import http.client
+import ipaddress
+import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -35,13 +47,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write_text, file_lock, sha256_file
+
 __all__ = [
     "DownloadError",
     "cache_dir",
     "cache_path",
+    "discard",
     "download",
     "fetch",
     "file_sha256",
+    "is_cached",
+    "is_loopback",
     "mirror_url",
 ]
 
@@ -105,13 +122,57 @@ def cache_path(url: str) -> Path:
     return cache_dir().joinpath("downloads", parts.netloc, *segments)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file's bytes, as lowercase hex, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the name this module has always exported
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    name = urllib.parse.urlsplit(url).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _record_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.download.json")
+
+
+def _validator_path(part: Path) -> Path:
+    return part.with_name(f".{part.name}.validator")
+
+
+def _discard_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator_path(part).unlink(missing_ok=True)
+
+
+def is_cached(dest: str | os.PathLike, sha256: str | None = None, size: int | None = None) -> bool:
+    """Whether ``dest`` is a complete download: its recorded size (and, where given, ``sha256``
+    and ``size``) match. A file this module did not record is not trusted."""
+    dest = Path(dest)
+    if not dest.is_file():
+        return False
+    try:
+        record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
+        recorded_size = int(record["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    actual = dest.stat().st_size
+    if actual != recorded_size or (size is not None and actual != size):
+        return False
+    return sha256 is None or (
+        sha256.lower() == record.get("sha256") and file_sha256(dest) == sha256.lower()
+    )
+
+
+def discard(dest: str | os.PathLike) -> None:
+    """Delete a downloaded file and its record (e.g. a cached file that failed to read)."""
+    dest = Path(dest)
+    dest.unlink(missing_ok=True)
+    _record_path(dest).unlink(missing_ok=True)
 
 
 def _check_expected(sha256: str | None, size: int | None) -> str | None:
@@ -124,14 +185,15 @@ def _check_expected(sha256: str | None, size: int | None) -> str | None:
     return sha256
 
 
-def _problem(path: Path, sha256: str | None, size: int | None) -> str | None:
-    """What is wrong with ``path`` given the expected hash and size, or None if it checks out."""
+def _problem(path: Path, sha256: str | None, size: int | None) -> tuple[str | None, str]:
+    """``(what is wrong or None, the file's sha256)``: one read of the file."""
     actual = path.stat().st_size
     if size is not None and actual != size:
-        return f"size mismatch: expected {size} bytes, got {actual}"
-    if sha256 is not None and (digest := file_sha256(path)) != sha256:
-        return f"sha256 mismatch: expected {sha256}, got {digest}"
-    return None
+        return f"size mismatch: expected {size} bytes, got {actual}", ""
+    digest = file_sha256(path)
+    if sha256 is not None and digest != sha256:
+        return f"sha256 mismatch: expected {sha256}, got {digest}", digest
+    return None, digest
 
 
 def _size(path: Path) -> int:
@@ -165,112 +227,157 @@ def _progress(desc: str, total: int | None, initial: int, enabled: bool) -> Iter
         bar.close()
 
 
-@contextlib.contextmanager
-def _locked(dest: Path) -> Iterator[None]:
-    """Hold an exclusive lock for ``dest``, so concurrent processes do not share one ``.part``.
-
-    Lock files live in ``cache_dir()/locks``; where ``fcntl`` is missing (Windows) or the cache is
-    not writable, nothing is locked.
-    """
-    try:
-        import fcntl
-
-        lock_dir = cache_dir() / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha1(str(dest.resolve()).encode()).hexdigest()
-        handle = open(lock_dir / f"{name}.lock", "a")  # noqa: SIM115 (closed below)
-    except (ImportError, OSError):
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _locked(dest: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock for ``dest`` (in ``cache_dir()/locks``), so that concurrent processes
+    do not share one ``.part``."""
+    name = hashlib.sha1(str(dest.resolve()).encode()).hexdigest()
+    return file_lock(cache_dir() / "locks" / f"{name}.lock")
 
 
 def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _classify_url_error(e: urllib.error.URLError, host: str) -> Exception:
+def _proxy_for(url: str) -> str | None:
+    """The proxy urllib would use for ``url`` (None for loopback hosts: we bypass it)."""
+    if is_loopback(url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def _open(request: urllib.request.Request, timeout: float) -> Any:
+    """``urlopen``, except that a loopback host is always reached directly, never by proxy."""
+    if is_loopback(request.full_url):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return opener.open(request, timeout=timeout)
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def _classify_url_error(e: urllib.error.URLError, host: str, proxy: str | None) -> Exception:
     """Turn a failure to connect into a transient error or a clear final one."""
     reason = e.reason
+    via = f" through the proxy {proxy} (from http_proxy/https_proxy)" if proxy else ""
+    peer = f"the proxy {proxy}" if proxy else host
     if isinstance(reason, TimeoutError):
-        return _TransientError(f"timed out connecting to {host}")
+        return _TransientError(f"timed out connecting to {host}{via}")
     if isinstance(reason, ConnectionRefusedError):
-        return _FatalError(f"connection refused by {host}")
+        return _FatalError(
+            f"connection refused by {peer}{' (on the way to ' + host + ')' if proxy else ''}"
+        )
     if isinstance(reason, ConnectionError):
-        return _TransientError(f"connection to {host} failed: {_describe(reason)}")
+        return _TransientError(f"connection to {host}{via} failed: {_describe(reason)}")
     if isinstance(reason, socket.gaierror):
+        if proxy:
+            return _FatalError(f"cannot resolve the proxy {proxy} (on the way to {host})")
         return _FatalError(f"cannot resolve host {host} (offline? then set GPT2LIB_MIRROR)")
-    return _FatalError(f"cannot reach {host}: {reason}")
+    return _FatalError(f"cannot reach {host}{via}: {reason}")
+
+
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²", which int() rejects
+
+
+def _header_int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if _DIGITS.fullmatch(value) and len(value) < 20 else None
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``(start, total)`` from a ``Content-Range: bytes START-END/TOTAL`` header."""
-    try:
-        unit, _, rest = (value or "").partition(" ")
-        span, _, total = rest.partition("/")
-        start = int(span.split("-")[0]) if unit == "bytes" else None
-        return start, (int(total) if total.strip().isdigit() else None)
-    except ValueError:
+    """``(start, total)`` from ``Content-Range: bytes START-END/TOTAL`` (or ``bytes */TOTAL``)."""
+    match = re.fullmatch(
+        r"bytes\s+(?:([0-9]{1,19})-[0-9]{1,19}|\*)/([0-9]{1,19}|\*)", (value or "").strip()
+    )
+    if not match:
         return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
+
+
+def _validator(headers: Any) -> str | None:
+    """A strong ``ETag``, else ``Last-Modified``: what ``If-Range`` may carry (RFC 9110 13.1.5)."""
+    etag = (headers.get("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return (headers.get("Last-Modified") or "").strip() or None
 
 
 def _transfer_http(
-    source: str, part: Path, size: int | None, timeout: float, desc: str, progress: bool
-) -> bool:
+    source: str, part: Path, size: int | None, timeout: float, desc: str, progress: bool,
+    checked: bool, confirming: bool = False,
+) -> str:  # fmt: skip
     """One attempt to complete ``part`` from ``source``, resuming it with a Range request.
 
-    Returns True when ``part`` holds the whole body, False when the attempt should be repeated at
-    once from byte zero (the server refused or mangled the range); raises :class:`_TransientError`
-    for failures worth a retry and :class:`_FatalError` for final ones.
+    Returns ``"complete"`` when ``part`` holds the whole body, ``"restart"`` when the attempt
+    should be repeated at once from byte zero, and ``"unconfirmed"`` when the body ended but its
+    length was stated nowhere. ``checked``: a sha256 will check the result. ``confirming``: this
+    request only asks whether anything follows the bytes we have. Raises
+    :class:`_TransientError` for failures worth a retry and :class:`_FatalError` for final ones.
     """
     host = urllib.parse.urlsplit(source).netloc
     offset = _size(part)
+    validator_file = _validator_path(part)
+    validator = validator_file.read_text().strip() if validator_file.is_file() else None
+    if offset and not validator and not checked and not confirming:
+        _discard_part(part)  # no way to know the bytes belong to the server's current file
+        offset = 0
     if size is not None and offset > size:
-        part.unlink()
+        _discard_part(part)
         offset = 0
     if size is not None and offset == size and part.exists():
-        return True  # a complete .part from an earlier run; it is checked next
+        return "complete"  # a complete .part from an earlier run; it is checked next
     req = urllib.request.Request(source, headers={"User-Agent": "gpt2lib"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
+        if validator:
+            req.add_header("If-Range", validator)
+    proxy = _proxy_for(source)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = _open(req, timeout)
     except urllib.error.HTTPError as e:
+        total = _parse_content_range(e.headers.get("Content-Range"))[1] if e.headers else None
         e.close()
-        if e.code == 416 and offset:  # the range starts past the end: start over
-            part.unlink()
-            return False
+        if e.code == 416 and offset:
+            if total == offset:
+                return "complete"  # nothing after our bytes: the .part is the whole file
+            _discard_part(part)  # the range starts past the end: start over
+            return "restart"
         if e.code >= 500 or e.code in _TRANSIENT_STATUS:
             raise _TransientError(f"HTTP {e.code} {e.reason}") from e
         raise _FatalError(f"HTTP {e.code} {e.reason}") from e
     except urllib.error.URLError as e:
-        raise _classify_url_error(e, host) from e
+        raise _classify_url_error(e, host, proxy) from e
     except TimeoutError as e:
         raise _TransientError(f"no response from {host} within {timeout} s") from e
     except (ConnectionError, http.client.HTTPException, ssl.SSLError) as e:
         raise _TransientError(f"no response from {host}: {_describe(e)}") from e
 
     with resp:
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
+        length = _header_int(resp.headers.get("Content-Length"))
         if resp.status == 206:
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
             if start != offset:
                 if not offset:
                     raise _FatalError(f"unexpected partial response starting at byte {start}")
-                part.unlink()
-                return False
+                _discard_part(part)
+                return "restart"
             if total is None and length is not None:
                 total = offset + length
-        else:  # 200: the whole file, whatever range we asked for
+        else:  # 200: the whole file (a new version, or a server that ignores ranges)
+            if confirming:
+                raise _FatalError(
+                    "the server stated no length and does not answer Range requests, so the "
+                    "download cannot be checked for completeness; pass size= or sha256="
+                )
             offset, total = 0, length
+            new_validator = _validator(resp.headers)
+            if new_validator:
+                validator_file.write_text(new_validator)
+            else:
+                validator_file.unlink(missing_ok=True)
         if size is not None and total is not None and total != size:
-            part.unlink(missing_ok=True)
+            _discard_part(part)
             raise _FatalError(f"size mismatch: expected {size} bytes, the server has {total}")
         received = 0
         with (
@@ -295,7 +402,9 @@ def _transfer_http(
             os.fsync(f.fileno())
     if total is not None and offset + received != total:
         raise _TransientError(f"connection closed after {offset + received} of {total} bytes")
-    return True
+    if total is None and size is None and not checked:
+        return "unconfirmed"
+    return "complete"
 
 
 def _copy_file(source: str, part: Path, desc: str, progress: bool) -> None:
@@ -325,26 +434,31 @@ def _fill_part(
     backoff: float,
     progress: bool,
     desc: str,
+    checked: bool,
 ) -> None:
-    """Complete ``part`` from ``source``: at most ``1 + retries`` attempts, with backoff.
+    """Complete ``part`` from ``source``: at most ``1 + retries`` failed attempts, with backoff.
 
     Each retry resumes from what the earlier attempts wrote.
     """
     if urllib.parse.urlsplit(source).scheme == "file":
         _copy_file(source, part, desc, progress)
         return
-    failures = 0
+    failures, confirming = 0, False
     while True:
         try:
-            if _transfer_http(source, part, size, timeout, desc, progress):
-                return
-            continue  # the server refused the range: start from zero at once
+            outcome = _transfer_http(
+                source, part, size, timeout, desc, progress, checked, confirming
+            )
         except _TransientError as e:
             failures += 1
             if failures > retries:
                 tries = f"{failures} attempt{'s' if failures > 1 else ''}"
                 raise _FatalError(f"giving up after {tries}; last error: {e}") from e
             time.sleep(min(MAX_BACKOFF, backoff * 2 ** (failures - 1)))
+            continue
+        if outcome == "complete":
+            return
+        confirming = outcome == "unconfirmed"  # ask for what follows; "restart": from zero
 
 
 def _download(
@@ -368,19 +482,26 @@ def _download(
         dest.parent.mkdir(parents=True, exist_ok=True)
         stale = _size(part) > 0  # bytes from an earlier, interrupted run
         while True:
-            _fill_part(source, part, size, timeout, retries, backoff, progress, dest.name)
-            problem = _problem(part, sha256, size)
+            _fill_part(
+                source, part, size, timeout, retries, backoff, progress, dest.name,
+                checked=sha256 is not None,
+            )  # fmt: skip
+            problem, digest = _problem(part, sha256, size)
             if problem is None:
+                _record_path(dest).unlink(missing_ok=True)  # no record of the old file
                 os.replace(part, dest)  # atomic: dest is complete or absent
+                _validator_path(part).unlink(missing_ok=True)
+                record = {"url": url, "size": dest.stat().st_size, "sha256": digest}
+                atomic_write_text(_record_path(dest), json.dumps(record) + "\n")
                 return dest
-            part.unlink()
+            _discard_part(part)
             if not stale:
                 raise DownloadError(where, f"{problem}; the file was not kept")
             stale = False  # the old bytes may have been the bad ones: start afresh, once
     except _FatalError as e:
         raise DownloadError(where, str(e)) from (e.__cause__ or e)
     except OSError as e:
-        part.unlink(missing_ok=True)
+        _discard_part(part)
         if e.errno in _DISK_FULL:
             msg = f"disk full while writing {part} ({e.strerror}); the partial file was removed"
             raise DownloadError(where, msg) from e
@@ -425,18 +546,20 @@ def fetch(
     retries: int | None = None,
     backoff: float | None = None,
     progress: bool = True,
+    refresh: bool = False,
 ) -> Path:
     """Download ``url`` once into the cache (:func:`cache_path`) and return the cached path.
 
-    A cached file is checked against ``sha256`` and ``size`` where given (the hash costs a read
-    of the file); one that fails is deleted and fetched again. Keyword arguments are as for
+    A cached file is used when :func:`is_cached` vouches for it: the size recorded when it was
+    downloaded, and ``sha256`` and ``size`` where given (the hash costs a read of the file). One
+    that fails, or that nothing recorded, is deleted and fetched again; so is any cached file
+    with ``refresh=True`` (e.g. after it failed to read). Keyword arguments are as for
     :func:`download`.
     """
     sha256 = _check_expected(sha256, size)
     dest = cache_path(url)
     with _locked(dest):
-        if dest.is_file():
-            if _problem(dest, sha256, size) is None:
-                return dest
-            dest.unlink()
+        if not refresh and is_cached(dest, sha256, size):
+            return dest
+        discard(dest)
         return _download(url, dest, sha256, size, timeout, retries, backoff, progress)

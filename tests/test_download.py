@@ -29,7 +29,9 @@ class FaultServer:
     Actions: ``ok`` (honours Range), ``ignore_range`` (always 200, whole file), ``drop`` (sends
     half of the body, then closes cleanly), ``reset`` (sends a little, then a TCP reset),
     ``500``, ``wrong`` (right length, wrong bytes), ``slow`` (waits 0.3 s, then ``ok``),
-    ``stall_headers`` and ``stall_body`` (go silent before the response or halfway through it).
+    ``stall_headers`` and ``stall_body`` (go silent before the response or halfway through it),
+    ``no_length`` (no Content-Length), ``no_length_drop`` (no Content-Length, half the body,
+    then a clean close), ``odd_length`` (a Content-Length of "²").
     """
 
     port: int = 0
@@ -37,6 +39,8 @@ class FaultServer:
     plans: dict[str, list[str]] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     log: list[tuple[str, str | None]] = field(default_factory=list)
+    etags: dict[str, str] = field(default_factory=dict)  # served as ETag; If-Range honoured
+    if_ranges: list[str | None] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,6 +83,11 @@ def _make_handler(server: FaultServer) -> type[http.server.BaseHTTPRequestHandle
                 return
             if action == "slow":
                 time.sleep(0.3)
+            server.if_ranges.append(self.headers.get("If-Range"))
+            etag = server.etags.get(self.path)
+            if_range = self.headers.get("If-Range")
+            if rng and etag and if_range is not None and if_range != etag:
+                rng = None  # the file changed since: RFC 9110 says send all of it
             start = 0
             if rng and action != "ignore_range":
                 start = int(rng.removeprefix("bytes=").split("-")[0])
@@ -94,9 +103,14 @@ def _make_handler(server: FaultServer) -> type[http.server.BaseHTTPRequestHandle
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(body)))
+            if etag:
+                self.send_header("ETag", etag)
+            if action == "odd_length":
+                self.send_header("Content-Length", "\u00b2")  # "²".isdigit() is True
+            elif action not in ("no_length", "no_length_drop"):
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if action == "drop":
+            if action in ("drop", "no_length_drop"):
                 self.wfile.write(body[: len(body) // 2])
             elif action == "stall_body":
                 self.wfile.write(body[: len(body) // 2])
@@ -142,7 +156,10 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFacto
 
 
 def _leftovers(dest: Path) -> list[str]:
-    return sorted(p.name for p in dest.parent.iterdir()) if dest.parent.exists() else []
+    """The files beside ``dest``, less the download records (``.<name>.download.json``)."""
+    if not dest.parent.exists():
+        return []
+    return sorted(p.name for p in dest.parent.iterdir() if not p.name.endswith(".download.json"))
 
 
 # --- the happy path and the URL mapping --------------------------------------------------------
@@ -312,13 +329,13 @@ def test_stale_part_with_wrong_bytes_is_replaced(server: FaultServer, tmp_path: 
     assert server.requests("/stale.bin") == ["bytes=5000-", None]
 
 
-def test_complete_part_without_size_gets_416_then_restarts(
+def test_complete_part_without_size_is_confirmed_by_416(
     server: FaultServer, tmp_path: Path
 ) -> None:
     url = server.add("/done.bin")
     (tmp_path / "done.bin.part").write_bytes(DATA)
     assert download(url, tmp_path / "done.bin", sha256=SHA).read_bytes() == DATA
-    assert server.requests("/done.bin") == [f"bytes={len(DATA)}-", None]
+    assert server.requests("/done.bin") == [f"bytes={len(DATA)}-"]  # 416 */20480: nothing more
 
 
 def test_complete_part_with_known_size_needs_no_request(
@@ -375,3 +392,105 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'\.\.'"):
         cache_path("https://h.org/a/../../etc/passwd")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- probes of the hardening pass -------------------------------------------------------------
+
+
+def test_truncated_cached_file_is_fetched_again(server: FaultServer) -> None:
+    """Probe: fetch without sha256/size kept any file already in the cache, however damaged."""
+    url = server.add("/cached.bin")
+    path = fetch(url)
+    path.write_bytes(DATA[:1000])  # truncated on disk, say by a crash of another tool
+    assert fetch(url).read_bytes() == DATA
+    assert server.requests("/cached.bin") == [None, None]
+    path.unlink()
+    path.with_name(f".{path.name}.download.json").unlink()
+    path.write_bytes(DATA)  # a file nobody recorded is not trusted either
+    fetch(url)
+    assert len(server.requests("/cached.bin")) == 3
+
+
+def test_body_without_length_that_closes_early_is_completed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Probe: a body without Content-Length that closed early was installed as complete."""
+    url = server.add("/nolen.bin", DATA, "no_length_drop", default="no_length")
+    dest = download(url, tmp_path / "nolen.bin")
+    assert dest.read_bytes() == DATA
+    # the 200 stated no length: asked for what follows, and the 206's Content-Range gave the total
+    assert server.requests("/nolen.bin") == [None, "bytes=10240-"]
+
+
+def test_complete_body_without_length_is_confirmed_by_416(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/whole.bin", DATA, default="no_length")
+    assert download(url, tmp_path / "whole.bin").read_bytes() == DATA
+    assert server.requests("/whole.bin") == [None, "bytes=20480-"]
+
+
+def test_body_without_length_from_a_server_without_ranges_is_refused(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/opaque.bin", DATA, "no_length_drop", default="ignore_range")
+    with pytest.raises(DownloadError, match="cannot be checked for completeness; pass size="):
+        download(url, tmp_path / "opaque.bin", retries=0)
+    assert not (tmp_path / "opaque.bin").exists()
+
+
+def test_resume_after_the_file_changed_restarts_instead_of_splicing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Probe: the Range request carried no If-Range; a changed file was spliced from two."""
+    url = server.add("/moving.bin", DATA, "drop")
+    server.etags["/moving.bin"] = '"v1"'
+    dest = tmp_path / "moving.bin"
+    with pytest.raises(DownloadError, match="giving up after 1 attempt"):
+        download(url, dest, retries=0)
+    new = DATA[::-1]
+    server.files["/moving.bin"], server.etags["/moving.bin"] = new, '"v2"'
+    assert download(url, dest).read_bytes() == new  # not DATA's head + new's tail
+    assert server.requests("/moving.bin") == [None, "bytes=10240-"]
+    assert server.if_ranges == [None, '"v1"']
+
+
+def test_resume_with_unchanged_etag_continues(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add("/steady.bin", DATA, "drop")
+    server.etags["/steady.bin"] = '"same"'
+    assert download(url, tmp_path / "steady.bin").read_bytes() == DATA
+    assert server.if_ranges == [None, '"same"']
+
+
+def test_non_numeric_content_length_is_not_a_crash(server: FaultServer, tmp_path: Path) -> None:
+    """Probe: a Content-Length of "²" gave a bare ValueError."""
+    url = server.add("/odd.bin", DATA, default="odd_length")
+    assert download(url, tmp_path / "odd.bin").read_bytes() == DATA
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_loopback_mirror_bypasses_the_proxy(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probe: downloads from a local mirror went through http_proxy when it was set."""
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    url = server.add("/direct.bin")
+    assert download(url, tmp_path / "direct.bin").read_bytes() == DATA
+
+
+def test_refusing_proxy_is_named_not_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(DownloadError, match=rf"refused by the proxy http://127.0.0.1:{port}"):
+        download("http://assets.example/x.bin", tmp_path / "x.bin")
