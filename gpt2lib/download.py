@@ -249,11 +249,12 @@ def _proxy_for(url: str) -> str | None:
 
 
 def _open(request: urllib.request.Request, timeout: float) -> Any:
-    """``urlopen``, except that a loopback host is always reached directly, never by proxy."""
-    if is_loopback(request.full_url):
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        return opener.open(request, timeout=timeout)
-    return urllib.request.urlopen(request, timeout=timeout)
+    """Open ``request``; a loopback host is always reached directly, never by proxy.
+
+    A fresh opener each time: ``urlopen``'s global one keeps the proxy settings of its first use.
+    """
+    handlers = [urllib.request.ProxyHandler({})] if is_loopback(request.full_url) else []
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
 
 
 def _classify_url_error(e: urllib.error.URLError, host: str, proxy: str | None) -> Exception:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .data.instructions import RESPONSE_HEADER, format_input, format_response, validate_record
+from .files import atomic_write_text
 from .generate import generate_batch
 from .tokenizer import ENDOFTEXT_ID, get_tokenizer
 
@@ -169,13 +169,4 @@ def write_responses(
         if not isinstance(response, str):
             raise TypeError(f"response {i} must be a str, got {type(response).__name__}")
         out.append({**record, key: response})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(out, indent=4, ensure_ascii=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, json.dumps(out, indent=4, ensure_ascii=False) + "\n")

@@ -2,7 +2,7 @@
 
 A mirror is a directory laid out ``<host>/<path>``: it holds at ``HOST/PATH`` the bytes that
 ``https://HOST/PATH`` serves, and ``GPT2LIB_MIRROR`` points :mod:`gpt2lib.download` at it
-(``file://`` or ``http://``). :func:`build_mirror` links in the files of a source mirror (e.g.
+(``file://`` or ``http://``). :func:`build_mirror` hard-links (or copies) in the files of a source mirror (e.g.
 the project's ``shared/assets/mirror``) and writes model checkpoints in OpenAI's exact format
 under ``openaipublic.blob.core.windows.net/gpt-2/models/<name>/``, so that
 ``download_gpt2(name)`` and ``model_from_openai_checkpoint`` run on them exactly as on GPT-2.
@@ -21,7 +21,6 @@ networks at initialisation, for tests. Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -33,13 +32,15 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import GPT2_SIZES, GPTConfig
+from .files import atomic_write_text, file_lock, sha256_file
 from .model import GPTModel
 
 MODELS_PATH = "openaipublic.blob.core.windows.net/gpt-2/models"
@@ -106,27 +107,22 @@ def register_model(name: str, factory: Callable[[], GPTModel] | str, description
     MODELS[name] = MirrorModel(factory, description)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _link_tree(source: Path, out: Path, copy: bool) -> None:
+def _link_tree(source: Path, out: Path) -> None:
+    """Give ``out`` a regular file for each of ``source``'s files: a hard link where the file
+    system allows one, else a copy. (No symlinks: the server serves only files inside its root.)"""
     for path in sorted(source.rglob("*")):
         if path.is_dir():
             continue
         dest = out / path.relative_to(source)
-        if not copy and dest.is_symlink() and dest.resolve() == path.resolve():
+        if dest.is_file() and not dest.is_symlink() and os.path.samefile(dest, path):
             continue  # already linked
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        if copy:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:  # another file system, or links not allowed
             shutil.copyfile(path, tmp)
-        else:
-            tmp.symlink_to(path.resolve())
         os.replace(tmp, dest)
 
 
@@ -146,33 +142,15 @@ def _is_current(entry: dict[str, Any] | None, ckpt: Path, fingerprint: str) -> b
         return False
     files = entry.get("files", {})
     on_disk = sorted(p.name for p in ckpt.iterdir())
-    return on_disk == sorted(files) and all(_sha256(ckpt / f) == h for f, h in files.items())
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Serialise concurrent builds of one mirror (several test sessions may start at once)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(out / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return on_disk == sorted(files) and all(sha256_file(ckpt / f) == h for f, h in files.items())
 
 
 def build_mirror(
     out: str | os.PathLike,
     source: str | os.PathLike | None = None,
     models: Sequence[str] = DEFAULT_MODELS,
-    *,
-    copy: bool = False,
 ) -> Path:
-    """Assemble a mirror in ``out``: ``source``'s files (symlinked, or copied) plus ``models``.
+    """Assemble a mirror in ``out``: ``source``'s files (hard-linked, or copied) plus ``models``.
 
     Each model is written with :func:`gpt2lib.weights.write_openai_checkpoint` under
     ``MODELS_PATH/<name>/``; its BPE files come from ``source`` when it has them, else through
@@ -195,9 +173,9 @@ def build_mirror(
             raise FileNotFoundError(f"source mirror {source} is not a directory")
         if (source / ENCODINGS_PATH / "encoder.json").is_file():
             encoder_files = source / ENCODINGS_PATH
-    with _locked(out):
+    with file_lock(out / ".build.lock"):  # several test sessions may build at once
         if source is not None:
-            _link_tree(source, out, copy)
+            _link_tree(source, out)
         manifest_path = out / "stand-ins.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         for name in models:
@@ -210,46 +188,82 @@ def build_mirror(
                 "hparams": hparams_from_config(model.cfg),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "fingerprint": fingerprint,
-                "files": {f.name: _sha256(f) for f in sorted(ckpt.iterdir())},
+                "files": {f.name: sha256_file(f) for f in sorted(ckpt.iterdir())},
             }
-        tmp = manifest_path.with_name(f".{manifest_path.name}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, manifest_path)
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out
 
 
 # --- serving ------------------------------------------------------------------------------------
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_MAX_DIGITS = 18  # a byte offset longer than this is nonsense (and int() of 4,300 digits raises)
 
 
 class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
-    """``SimpleHTTPRequestHandler`` plus single byte ranges (RFC 9110 section 14), quiet logs."""
+    """``SimpleHTTPRequestHandler`` for a mirror: regular files inside the root only, single byte
+    ranges (RFC 9110 section 14) with ``If-Range``, an ``ETag``, quiet logs.
 
+    Refused with 404: directories (no listings), hidden names (the ``.build.lock``, temporaries),
+    symlinks and anything that resolves outside the root. Malformed requests get 400 (a NUL in
+    the path) or 416 (an absurd range). Idle connections are closed after :attr:`timeout`.
+    """
+
+    timeout = 30.0  # seconds a connection may sit idle (StreamRequestHandler applies it)
     _remaining: int | None = None
 
+    def _file(self) -> str | None:
+        """The file the request names, or None after an error response was sent."""
+        raw = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0])
+        if "\x00" in raw:
+            self.send_error(400, "NUL in the path")
+            return None
+        parts = [p for p in raw.split("/") if p]
+        root = os.path.realpath(self.directory)
+        path = os.path.join(root, *parts)
+        real = os.path.realpath(path)
+        hidden = any(p.startswith(".") for p in parts)
+        inside = real == path and real.startswith(root + os.sep)  # no symlink on the way
+        if hidden or not inside or not os.path.isfile(real):
+            self.send_error(404, "File not found")
+            return None
+        return real
+
+    def _etag(self, path: str) -> str:
+        st = os.stat(path)
+        return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
     def send_head(self) -> Any:
+        self._remaining = None
+        path = self._file()
+        if path is None:
+            return None
+        size, etag = os.path.getsize(path), self._etag(path)
         header = self.headers.get("Range")
-        path = self.translate_path(self.path)
-        if header is None or not os.path.isfile(path):
-            return super().send_head()
-        match = _RANGE.fullmatch(header.strip())
+        if_range = self.headers.get("If-Range")
+        if (
+            header is not None
+            and if_range is not None
+            and if_range.strip() not in (etag, self.date_time_string(int(os.stat(path).st_mtime)))
+        ):
+            header = None  # the client holds another version: send all of the current one
+        match = _RANGE.fullmatch(header.strip()) if header is not None else None
+        if header is not None and match is None and header.strip().startswith("bytes="):
+            if any(len(d) > _MAX_DIGITS for d in re.findall(r"\d+", header)):
+                return self._unsatisfiable(size)
         if not match or match.groups() == ("", ""):
-            return super().send_head()  # several ranges or an odd unit: send the whole file
-        size = os.path.getsize(path)
+            return self._whole(path, size, etag)  # no range, several, or another unit
         first, last = match.groups()
+        if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
+            return self._unsatisfiable(size)
         if first and last and int(last) < int(first):
-            return super().send_head()  # an invalid range is ignored
+            return self._whole(path, size, etag)  # an invalid range is ignored
         if first:
             start, end = int(first), min(int(last), size - 1) if last else size - 1
         else:  # "bytes=-N": the last N bytes
             start, end = max(size - int(last), 0), size - 1
         if start >= size or end < start:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{size}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
+            return self._unsatisfiable(size)
         f = open(path, "rb")  # noqa: SIM115 (closed by the caller, as in the base class)
         f.seek(start)
         self._remaining = end - start + 1
@@ -257,8 +271,30 @@ class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", self.guess_type(path))
         self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Length", str(self._remaining))
+        self.send_header("ETag", etag)
         self.end_headers()
         return f
+
+    def _whole(self, path: str, size: int, etag: str) -> Any:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Length", str(size))
+        self.send_header("Last-Modified", self.date_time_string(int(os.stat(path).st_mtime)))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        return f
+
+    def _unsatisfiable(self, size: int) -> None:
+        self.send_response(416)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return None
+
+    def list_directory(self, path: Any) -> None:  # never reached: _file refuses directories
+        self.send_error(404, "File not found")
+        return None
 
     def end_headers(self) -> None:
         self.send_header("Accept-Ranges", "bytes")
@@ -278,15 +314,19 @@ class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve(directory: str | os.PathLike, port: int = 0) -> tuple[http.server.HTTPServer, str]:
+def serve(
+    directory: str | os.PathLike, port: int = 0, timeout: float = 30.0
+) -> tuple[http.server.HTTPServer, str]:
     """Serve ``directory`` on 127.0.0.1 from a daemon thread; return ``(server, base_url)``.
 
-    ``port=0`` picks a free port. Stop it with ``server.shutdown(); server.server_close()``.
+    ``port=0`` picks a free port; ``timeout``: seconds before an idle connection is closed.
+    Stop it with ``server.shutdown(); server.server_close()``.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot serve {directory}: not a directory")
-    handler = functools.partial(RangeRequestHandler, directory=str(directory))
+    handler_class = type("MirrorHandler", (RangeRequestHandler,), {"timeout": timeout})
+    handler = functools.partial(handler_class, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     threading.Thread(
@@ -304,7 +344,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.add_argument("out", type=Path)
     build.add_argument("--source", type=Path, help="a mirror whose files to include")
     build.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
-    build.add_argument("--copy", action="store_true", help="copy source files, do not symlink")
     run = commands.add_parser("serve", help="serve a mirror on 127.0.0.1")
     run.add_argument("out", type=Path)
     run.add_argument("--port", type=int, default=0)
@@ -312,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "build":
         models = [m for m in args.models.split(",") if m]
         try:
-            build_mirror(args.out, args.source, models, copy=args.copy)
+            build_mirror(args.out, args.source, models)
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
         print(f"built {args.out} with {', '.join(models) or 'no models'}")

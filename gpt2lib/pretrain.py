@@ -26,7 +26,6 @@ Load the committed model (float32, eval mode, its sha256 checked against the man
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 
 from .config import GPTConfig
+from .files import atomic_path, atomic_write_text, sha256_file
 from .model import GPTModel
 
 MINI_NAME = "mini-shakespeare"
@@ -57,14 +57,6 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are", "KING HENRY:\nNow, my lords,")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,9 +78,8 @@ def save_mini(model: GPTModel, out_dir: str | os.PathLike, manifest: dict[str, A
         if not (model.cfg.tie_embeddings and k == "lm_head.weight")
     }
     weights = out / WEIGHTS_FILE
-    tmp = weights.with_name(weights.name + ".part")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "name": manifest.get("name", "")})
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "name": manifest.get("name", "")})
     manifest = {
         **manifest,
         "weights": {
@@ -98,9 +89,7 @@ def save_mini(model: GPTModel, out_dir: str | os.PathLike, manifest: dict[str, A
             "sha256": sha256_file(weights),
         },
     }
-    tmp = out / (MANIFEST_FILE + ".part")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_FILE)
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import tiktoken
 
 from .download import fetch
+from .files import atomic_path, sha256_file
 
 ENDOFTEXT_ID = 50256
 BPE_FILES = {  # url -> sha256 (the hashes tiktoken checks)
@@ -42,12 +43,10 @@ def seed_tiktoken_cache() -> None:
     cache = _tiktoken_cache_dir()
     for url, sha256 in BPE_FILES.items():
         target = cache / hashlib.sha1(url.encode()).hexdigest()
-        if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        if target.is_file() and sha256_file(target) == sha256:
             continue
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(fetch(url, sha256=sha256), tmp)
-        os.replace(tmp, target)  # atomic: tiktoken never sees half a file
+        with atomic_path(target) as tmp:  # tiktoken never sees half a file
+            shutil.copyfile(fetch(url, sha256=sha256), tmp)
 
 
 @functools.cache

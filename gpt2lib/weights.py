@@ -20,14 +20,13 @@ Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,8 @@ import numpy as np
 import torch
 
 from .config import GPT2_SIZES, GPTConfig
-from .download import cache_dir, download, fetch
+from .download import cache_dir, discard, download, fetch, is_cached
+from .files import FileFormatError, atomic_dir, read_json, sha256_file
 from .model import GPTModel
 
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models/{size}/{file}"
@@ -238,20 +238,24 @@ def _check_size_name(size: str) -> None:
         )
 
 
-def download_gpt2(size: str, models_dir: str | os.PathLike | None = None) -> Path:
+def download_gpt2(
+    size: str, models_dir: str | os.PathLike | None = None, *, refresh: bool = False
+) -> Path:
     """Fetch the seven files of OpenAI's ``size`` release into ``models_dir/size``; return it.
 
     ``size`` is one of OpenAI's ``"124M"``, ``"355M"``, ``"774M"``, ``"1558M"``, or a name a
     mirror serves in the same layout (e.g. ``"stand-in-tiny"``, a random stand-in, not GPT-2).
-    ``models_dir`` defaults to ``cache_dir() / "models"``. Files already there are kept: the
-    download layer only ever renames a complete file into place.
+    ``models_dir`` defaults to ``cache_dir() / "models"``. A file already there is kept only if
+    the download layer recorded it as complete (:func:`gpt2lib.download.is_cached`: its size);
+    ``refresh=True`` fetches every file again.
     """
     _check_size_name(size)
     target = Path(models_dir) if models_dir is not None else cache_dir() / "models"
     target = target / size
     for file in GPT2_FILES:
         dest = target / file
-        if not dest.is_file():
+        if refresh or not is_cached(dest):
+            discard(dest)
             download(GPT2_URL.format(size=size, file=file), dest)
     return target
 
@@ -265,11 +269,33 @@ def _import_tensorflow() -> Any:
     return tf
 
 
+HPARAMS_KEYS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+
+
 def _read_hparams(ckpt_dir: Path) -> dict[str, int]:
     path = ckpt_dir / "hparams.json"
     if not path.is_file():
         raise FileNotFoundError(f"no hparams.json in {ckpt_dir}: not an OpenAI GPT-2 checkpoint")
-    return json.loads(path.read_text())
+    hparams = read_json(path, "hparams.json")
+    if not isinstance(hparams, dict):
+        raise FileFormatError(path, f"expected a JSON object, got {type(hparams).__name__}")
+    bad = [k for k in HPARAMS_KEYS if type(hparams.get(k)) is not int or hparams[k] <= 0]
+    if bad:
+        raise FileFormatError(path, f"{bad} must be positive integers; got {hparams}")
+    return hparams
+
+
+def _checkpoint_prefix(tf: Any, ckpt_dir: Path) -> str:
+    # the `checkpoint` file names the prefix; fall back to OpenAI's name if it points elsewhere
+    try:
+        latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    except Exception:  # an unreadable `checkpoint` file: use OpenAI's name
+        latest = None
+    candidates = [latest, str(ckpt_dir / "model.ckpt")]
+    prefix = next((c for c in candidates if c and Path(c + ".index").is_file()), None)
+    if prefix is None:
+        raise FileNotFoundError(f"no TensorFlow checkpoint (model.ckpt.index) in {ckpt_dir}")
+    return prefix
 
 
 def load_openai_checkpoint(
@@ -279,19 +305,33 @@ def load_openai_checkpoint(
 
     Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
     array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``).
+    A damaged file raises :class:`~gpt2lib.files.FileFormatError` naming it (and the tensor):
+    a truncated data file is caught before any tensor is read.
     """
     ckpt_dir = Path(ckpt_dir)
     hparams = _read_hparams(ckpt_dir)
     tf = _import_tensorflow()
-    # the `checkpoint` file names the prefix; fall back to OpenAI's name if it points elsewhere
-    candidates = [tf.train.latest_checkpoint(str(ckpt_dir)), str(ckpt_dir / "model.ckpt")]
-    prefix = next((c for c in candidates if c and Path(c + ".index").is_file()), None)
-    if prefix is None:
-        raise FileNotFoundError(f"no TensorFlow checkpoint (model.ckpt.index) in {ckpt_dir}")
-    params = {
-        name: np.asarray(tf.train.load_variable(prefix, name), dtype=np.float32)
-        for name, _ in tf.train.list_variables(prefix)
-    }
+    prefix = _checkpoint_prefix(tf, ckpt_dir)
+    try:
+        variables = tf.train.list_variables(prefix)
+    except Exception as err:  # TensorFlow raises its own errors for a bad index
+        raise FileFormatError(
+            prefix + ".index", f"not a readable checkpoint index ({err})"
+        ) from None
+    data = sorted(Path(prefix).parent.glob(Path(prefix).name + ".data-*"))
+    needed = 4 * sum(math.prod(shape) for _, shape in variables)  # float32 tensors
+    have = sum(f.stat().st_size for f in data)
+    if have < needed:
+        where = data[0] if len(data) == 1 else Path(prefix + ".data-*")
+        raise FileFormatError(
+            where, f"truncated: {have:,} bytes, but its index lists {needed:,} bytes of tensors"
+        )
+    params = {}
+    for name, _ in variables:
+        try:
+            params[name] = np.asarray(tf.train.load_variable(prefix, name), dtype=np.float32)
+        except Exception as err:
+            raise FileFormatError(prefix, f"cannot read tensor {name!r} ({err})") from None
     return hparams, params
 
 
@@ -350,38 +390,19 @@ def load_pretrained(
     """
     from .download import mirror_url
 
-    model = model_from_openai_checkpoint(download_gpt2(name, models_dir), **kwargs)
+    try:
+        model = model_from_openai_checkpoint(download_gpt2(name, models_dir), **kwargs)
+    except FileFormatError:  # a cached file was damaged: fetch every file again, once
+        model = model_from_openai_checkpoint(
+            download_gpt2(name, models_dir, refresh=True), **kwargs
+        )
     url = GPT2_URL.format(size=name, file="")
     n_params = sum(p.numel() for p in model.parameters())
     info = PretrainedInfo(name, describe_checkpoint(name), url, mirror_url(url), n_params)
     return model, info
 
 
-@contextlib.contextmanager
-def _atomic_dir(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory next to ``target`` that becomes ``target`` on success."""
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty (pass overwrite=True)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()  # unlike tempfile.mkdtemp, honours the umask (0o755 usually)
-    try:
-        yield tmp
-        if target.exists():
-            old = tmp.with_suffix(".old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def _copy_bpe_files(out: Path, encoder_files: bool | str | os.PathLike) -> None:
-    import hashlib
-
     from .tokenizer import BPE_FILES
 
     for url, sha256 in BPE_FILES.items():
@@ -390,7 +411,7 @@ def _copy_bpe_files(out: Path, encoder_files: bool | str | os.PathLike) -> None:
             source = fetch(url, sha256=sha256)
         else:
             source = Path(encoder_files) / name
-            if hashlib.sha256(source.read_bytes()).hexdigest() != sha256:
+            if sha256_file(source) != sha256:
                 raise ValueError(f"{source} is not GPT-2's {name} (sha256 differs)")
         shutil.copyfile(source, out / name)
 
@@ -425,7 +446,7 @@ def write_openai_checkpoint(
         raise TypeError(f"expected a GPTModel or a params dict, got {type(model_or_params)}")
     ckpt_dir = Path(ckpt_dir)
     tf = _import_tensorflow()
-    with _atomic_dir(ckpt_dir, overwrite) as tmp:
+    with atomic_dir(ckpt_dir, overwrite) as tmp:
         _save_tf1_checkpoint(tf, params, tmp / "model.ckpt")
         (tmp / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
         (tmp / "checkpoint").write_text(
@@ -628,7 +649,7 @@ def export_hf(model: GPTModel, out_dir: str | os.PathLike, *, overwrite: bool = 
     if cfg.vocab_size == GPT2_VOCAB_SIZE:
         config.update(bos_token_id=GPT2_VOCAB_SIZE - 1, eos_token_id=GPT2_VOCAB_SIZE - 1)
     out_dir = Path(out_dir)
-    with _atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return out_dir

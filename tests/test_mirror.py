@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,8 +18,14 @@ import torch
 
 from gpt2lib import mirror
 from gpt2lib.config import GPTConfig
+from gpt2lib.files import FileFormatError
 from gpt2lib.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
-from gpt2lib.weights import GPT2_FILES, download_gpt2, model_from_openai_checkpoint
+from gpt2lib.weights import (
+    GPT2_FILES,
+    download_gpt2,
+    load_pretrained,
+    model_from_openai_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "assets" / "mirror"
@@ -47,7 +57,8 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 def test_build_layout_and_manifest(served):
     out, _ = served
     encoder = out / ENCODER
-    assert encoder.is_symlink() and encoder.resolve() == (SOURCE / ENCODER).resolve()
+    assert encoder.is_file() and not encoder.is_symlink()  # a hard link or a copy
+    assert encoder.read_bytes() == (SOURCE / ENCODER).read_bytes()
     ckpt = out / MODELS_PATH / "stand-in-tiny"
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(GPT2_FILES)
     assert (ckpt / "encoder.json").read_bytes() == encoder.read_bytes()
@@ -190,3 +201,132 @@ def test_command_line(tmp_path, capsys):
             assert get(f"{url}/example.org/file.txt")[::2] == (200, b"hello mirror\n")
         finally:
             proc.terminate()
+
+
+# --- probes of the hardening pass: damaged checkpoints ------------------------------------------
+
+
+@pytest.fixture
+def from_served(served, tmp_path, monkeypatch):
+    out, url = served
+    monkeypatch.setenv("GPT2LIB_MIRROR", url)
+    monkeypatch.setenv("GPT2LIB_HOME", str(tmp_path / "home"))
+    return out / MODELS_PATH / "stand-in-tiny"
+
+
+DATA_FILE = "model.ckpt.data-00000-of-00001"
+
+
+def test_truncated_cached_checkpoint_file_is_fetched_again(from_served):
+    """Probe: a truncated model.ckpt.data-* in the cache was kept forever."""
+    ckpt = download_gpt2("stand-in-tiny")
+    data = ckpt / DATA_FILE
+    data.write_bytes(data.read_bytes()[:1000])
+    download_gpt2("stand-in-tiny")
+    assert data.read_bytes() == (from_served / DATA_FILE).read_bytes()
+
+
+def test_checkpoint_that_fails_to_read_is_fetched_again_once(from_served):
+    """Same size, bytes flipped: the read fails, the files are fetched again, the load works."""
+    ckpt = download_gpt2("stand-in-tiny")
+    data = ckpt / DATA_FILE
+    damaged = bytearray(data.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    data.write_bytes(bytes(damaged))
+    with pytest.raises(FileFormatError, match=r"cannot read tensor"):
+        model_from_openai_checkpoint(ckpt)
+    model, info = load_pretrained("stand-in-tiny")
+    assert data.read_bytes() == (from_served / DATA_FILE).read_bytes()
+    assert info.n_params == 3_324_736
+
+
+def test_truncated_data_file_error_names_the_file(from_served, tmp_path):
+    """Probe: `IndexError: Read less bytes than requested`, naming no file."""
+    local = tmp_path / "local"
+    shutil.copytree(download_gpt2("stand-in-tiny"), local)
+    (local / DATA_FILE).write_bytes((local / DATA_FILE).read_bytes()[:5000])
+    with pytest.raises(
+        FileFormatError, match=rf"{DATA_FILE}: truncated: 5,000 bytes, but its index"
+    ):
+        model_from_openai_checkpoint(local)
+
+
+def test_broken_hparams_error_names_the_file(from_served, tmp_path):
+    """Probe: a broken hparams.json gave a bare JSONDecodeError."""
+    local = tmp_path / "local"
+    shutil.copytree(download_gpt2("stand-in-tiny"), local)
+    (local / "hparams.json").write_text('{"n_vocab": 50257,')
+    with pytest.raises(
+        FileFormatError, match=r"hparams\.json: the hparams\.json is not valid JSON"
+    ):
+        model_from_openai_checkpoint(local)
+    (local / "hparams.json").write_text('{"n_vocab": "many"}')
+    with pytest.raises(FileFormatError, match=r"must be positive integers"):
+        model_from_openai_checkpoint(local)
+
+
+# --- probes of the hardening pass: the mirror server ------------------------------------------
+
+
+def raw_request(url: str, path: str, headers: dict[str, str] | None = None) -> int:
+    """Send a request with a raw path (no client-side quoting); return the status code."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_serves_only_regular_files_inside_the_root(tmp_path):
+    """Probe: symlinks out of the root were served; directories were listed, .build.lock too."""
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "file.txt").write_text("inside")
+    (tmp_path / "secret.txt").write_text("outside")
+    (root / "a" / "link.txt").symlink_to(tmp_path / "secret.txt")
+    (root / "dirlink").symlink_to(tmp_path)
+    (root / ".build.lock").write_text("")
+    server, url = serve(root)
+    try:
+        assert get(f"{url}/a/file.txt")[::2] == (200, b"inside")
+        for path in ("/a/link.txt", "/dirlink/secret.txt", "/a/", "/", "/.build.lock",
+                     "/a/../../secret.txt", "/%2e%2e/secret.txt"):  # fmt: skip
+            assert raw_request(url, path) == 404, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_malformed_requests_get_an_answer(served):
+    """Probe: a 4,300-digit Range number and %00 in the path crashed the handler (no reply)."""
+    _, url = served
+    assert raw_request(url, f"/{ENCODER}", {"Range": "bytes=" + "9" * 4300 + "-"}) == 416
+    assert raw_request(url, f"/{ENCODER}", {"Range": "bytes=0-" + "9" * 4400}) == 416
+    assert raw_request(url, "/openaipublic.blob.core.windows.net/%00x") == 400
+
+
+def test_if_range_sends_all_of_a_changed_file(served):
+    out, url = served
+    data = (out / ENCODER).read_bytes()
+    status, headers, _ = get(f"{url}/{ENCODER}")
+    etag = headers["ETag"]
+    assert get(f"{url}/{ENCODER}", Range="bytes=10-", **{"If-Range": etag})[::2] == (206, data[10:])
+    assert get(f"{url}/{ENCODER}", Range="bytes=10-", **{"If-Range": '"old"'})[::2] == (200, data)
+
+
+def test_idle_connections_are_closed(tmp_path):
+    """Probe: idle connections were never timed out (one thread each)."""
+    server, url = serve(tmp_path, timeout=0.3)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+            start = time.monotonic()
+            assert sock.recv(10) == b""  # the server hung up on a client that said nothing
+            assert time.monotonic() - start < 4
+    finally:
+        server.shutdown()
+        server.server_close()

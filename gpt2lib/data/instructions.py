@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..download import fetch
+from ..files import FileFormatError, read_text
 
 if TYPE_CHECKING:
     import tiktoken
@@ -80,12 +81,12 @@ def load_instructions(path: str | os.PathLike[str] | None = None) -> list[Record
     if path is None:
         path = fetch(URL, sha256=SHA256, size=SIZE)
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "instruction file")
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON: {err}") from None
+            raise FileFormatError(path, f"not valid JSON: {err}") from None
     else:
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -94,9 +95,11 @@ def load_instructions(path: str | os.PathLike[str] | None = None) -> list[Record
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {lineno} is not valid JSON: {err}") from None
+                raise FileFormatError(path, f"line {lineno} is not valid JSON: {err}") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a list of records, got {type(records).__name__}")
+        raise FileFormatError(path, f"expected a list of records, got {type(records).__name__}")
+    if not records:
+        raise FileFormatError(path, "holds no records (an empty file or an empty list)")
     return [validate_record(r, i, source=str(path)) for i, r in enumerate(records)]
 
 

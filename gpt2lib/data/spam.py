@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..download import cache_dir, fetch
+from ..files import FileFormatError, atomic_write_bytes, read_text, sha256_file
 
 if TYPE_CHECKING:
     import tiktoken
@@ -46,38 +47,40 @@ COLUMNS = ("Label", "Text")
 SPLIT_NAMES = ("train", "validation", "test")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _extract(archive: Path) -> bytes:
+    """The verified bytes of ``SMSSpamCollection`` inside ``archive``, or a FileFormatError."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == FILE_NAME]
+            if not members:
+                raise FileFormatError(
+                    archive, f"the zip has no {FILE_NAME}; it holds {zf.namelist()}"
+                )
+            data = zf.read(members[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise FileFormatError(archive, f"not a readable zip archive ({err})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != FILE_SHA256:
+        raise FileFormatError(
+            archive, f"its {FILE_NAME} has sha256 {digest}, expected {FILE_SHA256}"
+        )
+    return data
 
 
 def sms_spam_path() -> Path:
-    """Download the UCI zip (once), extract ``SMSSpamCollection`` and verify it; return its path."""
+    """Download the UCI zip (once), extract ``SMSSpamCollection`` and verify it; return its path.
+
+    A cached zip that is damaged (not a zip, or the file inside fails its sha256) is fetched
+    again once; if the fresh one fails too, the error names it.
+    """
     target = cache_dir() / "data" / "sms-spam" / FILE_NAME
-    if target.exists() and _sha256(target.read_bytes()) == FILE_SHA256:
+    if target.is_file() and sha256_file(target) == FILE_SHA256:
         return target
-    archive = fetch(URL)
-    with zipfile.ZipFile(archive) as zf:
-        members = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == FILE_NAME]
-        if not members:
-            raise ValueError(f"{archive} has no {FILE_NAME}; it holds {zf.namelist()}")
-        data = zf.read(members[0])
-    if _sha256(data) != FILE_SHA256:
-        raise ValueError(
-            f"{FILE_NAME} in {archive} has sha256 {_sha256(data)}, expected {FILE_SHA256}; "
-            "delete the zip to download it again"
-        )
-    _write_atomic(target, data)
+    try:
+        data = _extract(fetch(URL))
+    except FileFormatError:
+        data = _extract(fetch(URL, refresh=True))
+    atomic_write_bytes(target, data)
     return target
 
 
@@ -89,13 +92,15 @@ def load_sms_spam(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """
     path = Path(path) if path is not None else sms_spam_path()
     rows: list[tuple[str, str]] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+    for lineno, line in enumerate(read_text(path, "SMS data file").split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line:
             continue
         label, tab, text = line.partition("\t")
         if not tab:
-            raise ValueError(f"{path}: line {lineno} has no tab between label and text: {line!r}")
+            raise FileFormatError(
+                path, f"line {lineno} has no tab between label and text: {line!r}"
+            )
         rows.append((label, text))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -159,7 +164,7 @@ def save_splits(
     paths = {}
     for name, df in zip(SPLIT_NAMES, (train, validation, test), strict=True):
         path = Path(directory) / f"{name}.csv"
-        _write_atomic(path, df.to_csv(index=False).encode("utf-8"))
+        atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
         paths[name] = path
     return paths
 

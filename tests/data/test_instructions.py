@@ -242,3 +242,27 @@ def test_dataloader_over_dataset(data: list[dict[str, str]]) -> None:
         assert targets[row, p - 1 : n - 1].tolist() == item.input_ids[p:]
         assert targets[row, n - 1].item() == EOT
         assert (targets[row, n:] == IGN).all()
+
+
+# --- probes of the hardening pass -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"[]", b"\n\n"], ids=["empty", "empty-list", "blank"])
+def test_empty_instruction_file_is_an_error(tmp_path: Path, content: bytes) -> None:
+    """Probe: an empty instruction file was read as 0 records."""
+    from gpt2lib.files import FileFormatError
+
+    path = tmp_path / "data.json"
+    path.write_bytes(content)
+    with pytest.raises(FileFormatError, match=r"data\.json: holds no records"):
+        load_instructions(path)
+
+
+def test_non_utf8_instruction_file_names_the_file(tmp_path: Path) -> None:
+    """Probe: a non-UTF-8 instruction file gave a bare UnicodeDecodeError."""
+    from gpt2lib.files import FileFormatError
+
+    path = tmp_path / "data.json"
+    path.write_bytes(b'[{"instruction": "caf\xe9", "input": "", "output": "x"}]')
+    with pytest.raises(FileFormatError, match=r"data\.json: the instruction file is not UTF-8"):
+        load_instructions(path)

@@ -241,3 +241,30 @@ def test_dataset_error_names_the_file(tmp_path: Path) -> None:
     path.write_text('Label,Text\nham,fine\nspam,""\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"train\.csv: row 1: Text is empty"):
         SpamDataset(path, get_tokenizer())
+
+
+# --- probes of the hardening pass -------------------------------------------------------------
+
+
+def test_junk_cached_zip_is_fetched_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe: a junk cached zip gave a bare BadZipFile, and fetch kept it."""
+    from gpt2lib.data.spam import URL
+    from gpt2lib.download import cache_path
+
+    monkeypatch.setenv("GPT2LIB_HOME", str(tmp_path / "home"))
+    path = sms_spam_path()
+    zip_path = cache_path(URL)
+    zip_path.write_bytes(b"\0" * zip_path.stat().st_size)  # same size: the record still fits
+    path.unlink()
+    assert sms_spam_path() == path and hashlib.sha256(path.read_bytes()).hexdigest() == FILE_SHA256
+    assert zip_path.read_bytes()[:2] == b"PK"  # the zip was downloaded again
+
+
+def test_non_utf8_sms_file_names_the_file(tmp_path: Path) -> None:
+    """Probe: a non-UTF-8 SMS file gave a bare UnicodeDecodeError."""
+    from gpt2lib.files import FileFormatError
+
+    bad = tmp_path / "sms.txt"
+    bad.write_bytes(b"ham\tcaf\xe9 at 5?\n")
+    with pytest.raises(FileFormatError, match=r"sms\.txt: the SMS data file is not UTF-8"):
+        load_sms_spam(bad)
