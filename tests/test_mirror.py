@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from gpt2lib.weights import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "assets" / "mirror"
+SOURCE = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets")) / "mirror"
 ENCODER = "openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from gpt2lib.weights import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "assets"
+SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
 REFERENCE = SHARED / "reference" / "openai-gpt2-124M"
 MIRROR = SHARED / "mirror"
 TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
