@@ -21,7 +21,6 @@ the instruction data set with the model's answer added (keys ``instruction``, ``
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .download import is_loopback
 from .files import atomic_write_text
 
 DEFAULT_HOST = "http://localhost:11434"
@@ -105,16 +105,6 @@ def ollama_host(host: str | None = None) -> str:
     return f"{scheme}://{name}:{port}{parts.path.rstrip('/')}"
 
 
-def _is_loopback(url: str) -> bool:
-    name = urllib.parse.urlsplit(url).hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def find_ollama_process() -> bool:
     """Whether a process named ``ollama`` (or ``Ollama``, ``ollama.exe``, ...) runs here.
 
@@ -135,7 +125,7 @@ def find_ollama_process() -> bool:
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    handlers = [urllib.request.ProxyHandler({})] if is_loopback(url) else []
     opener = urllib.request.build_opener(*handlers)
     with opener.open(url, timeout=timeout) as response:
         return json.loads(response.read().decode("utf-8") or "{}")
@@ -312,7 +302,7 @@ class OllamaJudge:
         if self._client is None:
             import ollama
 
-            extra = {"trust_env": False} if _is_loopback(self.host) else {}
+            extra = {"trust_env": False} if is_loopback(self.host) else {}
             self._client = ollama.Client(host=self.host, timeout=self.timeout, **extra)
         return self._client
 
