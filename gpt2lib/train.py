@@ -474,7 +474,13 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = _read_checkpoint(path, map_location)
+    return _load_payload(path, _read_checkpoint(path, map_location), model, optimizer)
+
+
+def _load_payload(
+    path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> Checkpoint:
+    """:func:`load_checkpoint` once the file is read: check everything, then assign."""
     model_cfg = getattr(_unwrap(model), "cfg", None)
     if payload.get("model_config") is not None and hasattr(model_cfg, "__dataclass_fields__"):
         diffs = _differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
@@ -724,14 +730,14 @@ def train(
         "world_size": info.world_size,
     }
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        saved = _read_checkpoint(ckpt_path, "cpu")  # check the run before touching the model
+        saved = _read_checkpoint(ckpt_path, device)  # read once: checked, then loaded
         check_resume(
             Checkpoint(0, History(), train_config=saved["train_config"],
                        model_config=saved["model_config"], data_layout=saved.get("data_layout")),
             cfg, layout, model,
         )  # fmt: skip
+        state = _load_payload(ckpt_path, saved, model, optimizer)
         del saved
-        state = load_checkpoint(ckpt_path, model, optimizer, map_location=device)
         if len(state.rng_states) == info.world_size:
             set_rng_state(state.rng_states[info.rank])
     history = state.history
