@@ -1,4 +1,4 @@
-"""Self-attention, from the teaching steps to the layer GPT-2 uses.
+"""Self-attention as GPT-2 uses it: the fused multi-head layer, masks, attention weights.
 
 Notation (used in the shape comments of every module):
 
@@ -6,10 +6,8 @@ Notation (used in the shape comments of every module):
     C   embedding size (emb_dim)    nh  number of heads
     hs  head size, C // nh          S   length of the keys (T, or more with a KV cache)
 
-The teaching pieces follow chapter 3 of Raschka, *Build a Large Language Model (From
-Scratch)*: :func:`simple_attention` (no weights), :class:`SelfAttention` (trainable query, key
-and value projections, scaled dot product), :class:`CausalAttention` (mask and dropout), and
-:class:`MultiHeadAttentionWrapper` (one ``CausalAttention`` per head, run in a loop).
+The teaching steps that lead here (attention without weights, one head, a causal head, heads
+in a loop) live in :mod:`gpt2lib.teaching`; the model never uses them.
 :class:`MultiHeadAttention` is the production layer: one fused query/key/value projection
 (``c_attn``, OpenAI's name), all heads in one batched call to
 :func:`torch.nn.functional.scaled_dot_product_attention`, and an explicit-mask path that also
@@ -30,75 +28,6 @@ from torch import nn
 
 from .config import GPTConfig
 from .kv_cache import KVCache
-
-
-def simple_attention(x: torch.Tensor) -> torch.Tensor:
-    """Self-attention without weights: each token is a softmax-weighted mix of all tokens.
-
-    ``x``: (T, C) token embeddings. Scores are plain dot products ``x @ x.T``.
-    """
-    scores = x @ x.T  # (T, T)
-    weights = torch.softmax(scores, dim=-1)  # each row sums to 1
-    return weights @ x  # (T, C)
-
-
-class SelfAttention(nn.Module):
-    """Scaled dot-product attention with trainable query, key and value projections."""
-
-    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
-        super().__init__()
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (..., T, d_out)
-        scores = q @ k.transpose(-2, -1)  # (..., T, T)
-        weights = torch.softmax(scores / math.sqrt(k.shape[-1]), dim=-1)
-        return weights @ v  # (..., T, d_out)
-
-
-class CausalAttention(SelfAttention):
-    """Single-head attention that cannot look ahead, with dropout on the attention weights."""
-
-    def __init__(
-        self, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False
-    ) -> None:
-        super().__init__(d_in, d_out, qkv_bias)
-        self.dropout = nn.Dropout(dropout)
-        # True above the diagonal: the future positions a token must not see
-        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("mask", mask, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (B, T, d_out)
-        scores = q @ k.transpose(1, 2)  # (B, T, T)
-        scores = scores.masked_fill(self.mask[:T, :T], float("-inf"))  # softmax turns -inf into 0
-        weights = torch.softmax(scores / math.sqrt(k.shape[-1]), dim=-1)
-        return self.dropout(weights) @ v  # (B, T, d_out)
-
-
-class MultiHeadAttentionWrapper(nn.Module):
-    """Multi-head attention as a loop over independent :class:`CausalAttention` heads."""
-
-    def __init__(
-        self,
-        d_in: int,
-        d_out: int,
-        context_length: int,
-        dropout: float,
-        num_heads: int,
-        qkv_bias: bool = False,
-    ) -> None:
-        super().__init__()
-        self.heads = nn.ModuleList(
-            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
-            for _ in range(num_heads)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([head(x) for head in self.heads], dim=-1)  # (B, T, num_heads * d_out)
 
 
 def causal_mask(

@@ -5,9 +5,8 @@ are the checkpoint's (``wte``, ``wpe``, ``h.N.ln_1``, ``attn.c_attn``, ``mlp.c_f
 loading weights is a table, not a puzzle (see :mod:`gpt2lib.weights`). Compare Hugging Face's
 ``modeling_gpt2.py`` and nanoGPT's ``model.py``.
 
-:class:`LayerNorm` and :class:`GELU` are written out for teaching and tested against PyTorch's
-own; the model uses the fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``, which compute
-the same functions.
+The model uses PyTorch's fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``; the same
+functions written out by hand, for teaching, are in :mod:`gpt2lib.teaching`.
 
 ``GPTModel.forward`` also takes a :class:`~gpt2lib.kv_cache.KVCache` (the new tokens continue
 the cached ones, so their positions start at the cached length) and an ``attention_mask`` for
@@ -74,28 +73,6 @@ def check_attention_mask(mask: torch.Tensor) -> None:
         raise ValueError(f"attention_mask rows {empty[:5]} are all padding: no token to attend to")
 
 
-class LayerNorm(nn.Module):
-    """Normalise the last dimension to mean 0 and variance 1, then scale and shift."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))  # OpenAI's "g"
-        self.bias = nn.Parameter(torch.zeros(dim))  # OpenAI's "b"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 and nn.LayerNorm
-        return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
-
-
-class GELU(nn.Module):
-    """GELU with GPT-2's tanh approximation (Hendrycks & Gimpel, 2016)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
 class FeedForward(nn.Module):
     """Position-wise MLP: expand 4x, GELU, project back."""
 
@@ -146,6 +123,7 @@ class GPTModel(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one matrix, two uses
         self.apply(self._init_weights)
+        self._scale_residual_projections()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -154,6 +132,20 @@ class GPTModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def _scale_residual_projections(self) -> None:
+        """GPT-2's scaled init: std 0.02 / sqrt(2 * n_layers) for the residual projections.
+
+        Each block adds to the residual stream twice (``attn.c_proj``, ``mlp.c_proj``), so the
+        stream's variance grows with depth; Radford et al. (2019, sec. 2.3) scale these weights
+        by 1/sqrt(N) for N residual layers, as nanoGPT does. The N(0, 0.02) draws are rescaled,
+        not redrawn, so the random stream (and every later draw) stays the same.
+        """
+        scale = 1.0 / math.sqrt(2 * self.cfg.n_layers)
+        for block in self.h:
+            block.attn.c_proj.weight.mul_(scale)
+            block.mlp.c_proj.weight.mul_(scale)
 
     def forward(
         self,

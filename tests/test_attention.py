@@ -2,12 +2,11 @@ import torch
 import torch.nn.functional as F
 
 from gpt2lib import GPTConfig
-from gpt2lib.attention import (
+from gpt2lib.attention import MultiHeadAttention, attention_with_weights
+from gpt2lib.teaching import (
     CausalAttention,
-    MultiHeadAttention,
     MultiHeadAttentionWrapper,
     SelfAttention,
-    attention_with_weights,
     simple_attention,
 )
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.model import GELU, LayerNorm
+from gpt2lib.teaching import GELU, LayerNorm
 from gpt2lib.params import count_parameters, gpt_parameter_count, memory_bytes
 
 SMALL = GPTConfig(vocab_size=128, context_length=32, emb_dim=48, n_heads=4, n_layers=2)
@@ -93,3 +93,18 @@ def test_logits_equal_huggingface(hf_pair, mode):
     with torch.no_grad():
         diff = (ours(idx) - hf(idx).logits).abs().max().item()
     assert diff <= 1e-4
+
+
+def test_scaled_residual_init():
+    """GPT-2's init: N(0, 0.02) everywhere, the two residual projections 0.02 / sqrt(2 n_layers)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=1000, context_length=64, emb_dim=256, n_heads=4, n_layers=8)
+    model = GPTModel(cfg)
+    residual = torch.cat(
+        [w.flatten() for n, w in model.named_parameters() if n.endswith("c_proj.weight")]
+    )
+    other = torch.cat([model.h[i].mlp.c_fc.weight.flatten() for i in range(8)])
+    assert abs(residual.std().item() / (0.02 / 4) - 1) < 0.02  # sqrt(2 * 8) = 4
+    assert abs(other.std().item() / 0.02 - 1) < 0.02
+    assert abs(model.wte.weight.std().item() / 0.02 - 1) < 0.02
+    assert all(b.attn.c_proj.bias.abs().max() == 0 for b in model.h)
