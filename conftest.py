@@ -48,7 +48,7 @@ def offline_environment() -> dict[str, str]:
         os.environ["GPT2LIB_HOME"] = str(home)
         os.environ["TIKTOKEN_CACHE_DIR"] = str(home / "tiktoken")
     if "GPT2LIB_MIRROR" not in os.environ:
-        from gpt2lib.mirror import build_mirror, serve
+        from gpt2lib.testing.mirror import build_mirror, serve
 
         build_mirror(MIRROR_BUILD, source=source)
         _server, base_url = serve(MIRROR_BUILD)

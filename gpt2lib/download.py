@@ -72,11 +72,14 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class DownloadError(Exception):
-    """A download failed; the message names the URL and what went wrong."""
+    """A download failed; the message names the URL and what went wrong.
 
-    def __init__(self, url: str, message: str) -> None:
+    ``status`` is the HTTP status code when the server answered with an error (e.g. 404).
+    """
+
+    def __init__(self, url: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{url}: {message}")
-        self.url = url
+        self.url, self.status = url, status
 
 
 class _TransientError(Exception):
@@ -85,6 +88,10 @@ class _TransientError(Exception):
 
 class _FatalError(Exception):
     """An attempt failed in a way that retrying will not fix (internal; becomes DownloadError)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def cache_dir() -> Path:
@@ -346,7 +353,7 @@ def _transfer_http(
             return "restart"
         if e.code >= 500 or e.code in _TRANSIENT_STATUS:
             raise _TransientError(f"HTTP {e.code} {e.reason}") from e
-        raise _FatalError(f"HTTP {e.code} {e.reason}") from e
+        raise _FatalError(f"HTTP {e.code} {e.reason}", status=e.code) from e
     except urllib.error.URLError as e:
         raise _classify_url_error(e, host, proxy) from e
     except TimeoutError as e:
@@ -500,7 +507,7 @@ def _download(
                 raise DownloadError(where, f"{problem}; the file was not kept")
             stale = False  # the old bytes may have been the bad ones: start afresh, once
     except _FatalError as e:
-        raise DownloadError(where, str(e)) from (e.__cause__ or e)
+        raise DownloadError(where, str(e), e.status) from (e.__cause__ or e)
     except OSError as e:
         _discard_part(part)
         if e.errno in _DISK_FULL:

@@ -1,4 +1,4 @@
-"""Tests for gpt2lib.mirror: building a mirror with a stand-in checkpoint and serving it over HTTP."""
+"""Tests for gpt2lib.testing.mirror: building a mirror with a stand-in checkpoint and serving it over HTTP."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2lib import mirror
+from gpt2lib.testing import mirror
 from gpt2lib.config import GPTConfig
 from gpt2lib.files import FileFormatError
-from gpt2lib.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
+from gpt2lib.testing.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
 from gpt2lib.weights import (
     GPT2_FILES,
     download_gpt2,
@@ -61,7 +61,9 @@ def test_build_layout_and_manifest(served):
     assert encoder.is_file() and not encoder.is_symlink()  # a hard link or a copy
     assert encoder.read_bytes() == (SOURCE / ENCODER).read_bytes()
     ckpt = out / MODELS_PATH / "stand-in-tiny"
-    assert sorted(p.name for p in ckpt.iterdir()) == sorted(GPT2_FILES)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([*GPT2_FILES, "gpt2lib.json"])
+    about = json.loads((ckpt / "gpt2lib.json").read_text())  # the description travels along
+    assert "not GPT-2" in about["description"]
     assert (ckpt / "encoder.json").read_bytes() == encoder.read_bytes()
     entry = json.loads((out / "stand-ins.json").read_text())["stand-in-tiny"]
     assert "not GPT-2" in entry["description"]
@@ -73,7 +75,7 @@ def test_build_layout_and_manifest(served):
         "n_head": 2,
         "n_layer": 2,
     }
-    assert sorted(entry["files"]) == sorted(GPT2_FILES)
+    assert sorted(entry["files"]) == sorted([*GPT2_FILES, "gpt2lib.json"])
 
 
 def test_download_gpt2_from_the_served_mirror(served, tmp_path, monkeypatch):
@@ -157,8 +159,7 @@ def test_rebuild_only_what_changed(served, monkeypatch):
 
     monkeypatch.setattr(mirror, "MODELS", dict(mirror.MODELS))
     cfg = GPTConfig(context_length=8, emb_dim=8, n_heads=2, n_layers=1, tie_embeddings=True)
-    monkeypatch.setattr(mirror, "_factory_for_test", lambda: random_gpt2(cfg, 7), raising=False)
-    register_model("test-8", "gpt2lib.mirror:_factory_for_test", "an 8-dim test model")
+    register_model("test-8", lambda: random_gpt2(cfg, 7), "an 8-dim test model")
     build_mirror(out, None, ["test-8"])
     manifest = json.loads((out / "stand-ins.json").read_text())
     assert {"stand-in-tiny", "test-8"} <= set(manifest)
@@ -194,7 +195,7 @@ def test_command_line(tmp_path, capsys):
         mirror.main(["build", str(tmp_path / "out"), "--models", "nope"])
     assert exit_info.value.code == 2 and "unknown model" in capsys.readouterr().err
 
-    serve_cmd = [sys.executable, "-m", "gpt2lib.mirror", "serve", tmp_path / "out", "--port", "0"]
+    serve_cmd = [sys.executable, "-m", "gpt2lib.testing.mirror", "serve", tmp_path / "out", "--port", "0"]
     with subprocess.Popen(serve_cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
         try:
             url = proc.stdout.readline().strip()

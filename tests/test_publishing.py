@@ -13,7 +13,7 @@ import pytest
 import tomllib
 import yaml
 
-from gpt2lib.mirror import serve
+from gpt2lib.testing.mirror import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -37,8 +37,8 @@ from gpt2lib.weights import (
     openai_name_map,
     openai_params_from_gpt,
     openai_shapes,
-    write_openai_checkpoint,
 )
+from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
@@ -187,7 +187,7 @@ def test_write_rejects_what_the_format_cannot_hold(tmp_path):
 
 def test_import_does_not_load_heavy_libraries():
     code = (
-        "import sys, gpt2lib, gpt2lib.weights, gpt2lib.mirror\n"
+        "import sys, gpt2lib, gpt2lib.weights, gpt2lib.testing.mirror\n"
         "heavy = [m for m in ('tensorflow', 'transformers', 'safetensors') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -11,8 +11,8 @@ The models are never GPT-2: each lives under its own name, built by a factory re
 :data:`MODELS` (``register_model``). ``stand-in-*`` models are seeded random GPT-2-shaped
 networks at initialisation, for tests. Command line::
 
-    python -m gpt2lib.mirror build OUT [--source DIR] [--models stand-in-tiny,...]
-    python -m gpt2lib.mirror serve OUT [--port 0]     # prints the base URL, serves until ^C
+    python -m gpt2lib.testing.mirror build OUT [--source DIR] [--models stand-in-tiny,...]
+    python -m gpt2lib.testing.mirror serve OUT [--port 0]     # prints the base URL, serves until ^C
 
 :func:`serve` answers single-range ``Range: bytes=...`` requests with ``206 Partial Content``
 (``http.server.SimpleHTTPRequestHandler`` ignores Range), so resumable downloads can be tested.
@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import importlib
 import json
 import os
 import re
@@ -39,9 +38,12 @@ from typing import Any
 
 import torch
 
-from .config import GPT2_SIZES, GPTConfig
-from .files import atomic_write_text, file_lock, sha256_file
-from .model import GPTModel
+from ..config import GPT2_SIZES, GPTConfig
+from ..files import atomic_write_text, file_lock, sha256_file
+from ..model import GPTModel
+from ..pretrain import load_mini
+from ..weights import hparams_from_config, openai_params_from_gpt
+from .tf_checkpoint import write_openai_checkpoint
 
 MODELS_PATH = "openaipublic.blob.core.windows.net/gpt-2/models"
 ENCODINGS_PATH = "openaipublic.blob.core.windows.net/gpt-2/encodings/main"
@@ -51,15 +53,11 @@ ENCODINGS_PATH = "openaipublic.blob.core.windows.net/gpt-2/encodings/main"
 class MirrorModel:
     """A model the mirror can serve: ``factory()`` returns it; ``description`` says what it is."""
 
-    factory: Callable[[], GPTModel] | str  # a callable, or "module:function" imported on use
+    factory: Callable[[], GPTModel]
     description: str
 
     def build(self) -> GPTModel:
-        factory = self.factory
-        if isinstance(factory, str):
-            module, _, attr = factory.partition(":")
-            factory = getattr(importlib.import_module(module), attr)
-        return factory()
+        return self.factory()
 
 
 def random_gpt2(cfg: GPTConfig, seed: int) -> GPTModel:
@@ -87,7 +85,7 @@ MODELS: dict[str, MirrorModel] = {
         GPTConfig.gpt2("124M", tie_embeddings=True), seed=123, what="stand-in with 124M's shape"
     ),
     "mini-shakespeare": MirrorModel(
-        "gpt2lib.pretrain:load_mini",
+        load_mini,
         "mini-shakespeare: a 7.3 M-parameter model with GPT-2's architecture and tokenizer, "
         "pretrained by this project on Tiny Shakespeare (gpt2lib.pretrain); not OpenAI's GPT-2",
     ),
@@ -95,8 +93,8 @@ MODELS: dict[str, MirrorModel] = {
 DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny", "mini-shakespeare")
 
 
-def register_model(name: str, factory: Callable[[], GPTModel] | str, description: str) -> None:
-    """Make ``name`` buildable: ``factory`` (or ``"module:function"``) returns a GPT-2-shaped model.
+def register_model(name: str, factory: Callable[[], GPTModel], description: str) -> None:
+    """Make ``name`` buildable: ``factory()`` returns a GPT-2-shaped model.
 
     ``description`` says plainly what the model is; it goes into the mirror's ``stand-ins.json``.
     """
@@ -126,11 +124,9 @@ def _link_tree(source: Path, out: Path) -> None:
         os.replace(tmp, dest)
 
 
-def _fingerprint(model: GPTModel) -> str:
-    """sha256 over the hparams and every tensor as OpenAI's format stores it."""
-    from .weights import hparams_from_config, openai_params_from_gpt
-
-    digest = hashlib.sha256(json.dumps(hparams_from_config(model.cfg)).encode())
+def _fingerprint(model: GPTModel, description: str) -> str:
+    """sha256 over the description, the hparams and every tensor as OpenAI's format stores it."""
+    digest = hashlib.sha256(json.dumps([description, hparams_from_config(model.cfg)]).encode())
     for name, value in sorted(openai_params_from_gpt(model).items()):
         digest.update(name.encode())
         digest.update(value.tobytes())
@@ -152,15 +148,13 @@ def build_mirror(
 ) -> Path:
     """Assemble a mirror in ``out``: ``source``'s files (hard-linked, or copied) plus ``models``.
 
-    Each model is written with :func:`gpt2lib.weights.write_openai_checkpoint` under
+    Each model is written with :func:`gpt2lib.testing.tf_checkpoint.write_openai_checkpoint` under
     ``MODELS_PATH/<name>/``; its BPE files come from ``source`` when it has them, else through
     the download layer. ``out/stand-ins.json`` records every model's description,
     configuration, parameter count, a fingerprint of its weights and its files' sha256. A model
     whose fingerprint and files are unchanged is not written again (nor TensorFlow imported).
     Returns ``out``.
     """
-    from .weights import hparams_from_config, write_openai_checkpoint
-
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
@@ -179,10 +173,14 @@ def build_mirror(
         manifest_path = out / "stand-ins.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         for name in models:
-            model = MODELS[name].build()
-            ckpt, fingerprint = out / MODELS_PATH / name, _fingerprint(model)
+            model, description = MODELS[name].build(), MODELS[name].description
+            ckpt = out / MODELS_PATH / name
+            fingerprint = _fingerprint(model, description)
             if not _is_current(manifest.get(name), ckpt, fingerprint):
-                write_openai_checkpoint(model, ckpt, encoder_files=encoder_files, overwrite=True)
+                write_openai_checkpoint(
+                    model, ckpt, encoder_files=encoder_files, overwrite=True,
+                    description=description,
+                )  # fmt: skip
             manifest[name] = {
                 "description": MODELS[name].description,
                 "hparams": hparams_from_config(model.cfg),
@@ -337,7 +335,7 @@ def serve(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m gpt2lib.mirror", description=__doc__.split("\n")[0]
+        prog="python -m gpt2lib.testing.mirror", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="assemble a mirror directory")

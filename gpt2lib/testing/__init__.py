@@ -1,0 +1,7 @@
+"""Test tooling, kept apart from the library: the core ``gpt2lib`` modules never import it.
+
+- :mod:`gpt2lib.testing.mirror`: a local mirror of the book's downloads with stand-in
+  checkpoints, served on 127.0.0.1 (``python -m gpt2lib.testing.mirror``);
+- :mod:`gpt2lib.testing.tf_checkpoint`: the writer of OpenAI-format (TensorFlow 1) checkpoints
+  the mirror serves.
+"""
