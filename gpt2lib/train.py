@@ -13,8 +13,9 @@ matrices and embeddings only, linear warmup then cosine decay (Loshchilov & Hutt
 "SGDR"), gradient-norm clipping. Only parameters with ``requires_grad`` reach the optimizer,
 so a model whose base is frozen (LoRA) trains just its adapters.
 
-An interrupted run resumes exactly: a checkpoint holds the weights, the optimizer, the step,
-the history, every process's random state (dropout) and the position in the data. The loop
+An interrupted run resumes exactly: a checkpoint (:mod:`gpt2lib.checkpoint`) holds the weights,
+the optimizer, the step, the history, every process's random state (dropout) and the position
+in the data. The loop
 draws the shuffling order of epoch ``e`` from ``cfg.seed + e`` and skips the batches an
 interrupted epoch had already used, so the resumed run sees the same batches in the same order.
 
@@ -31,11 +32,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import random
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,16 @@ from torch.utils.data import (
 )
 from torch.utils.data.distributed import DistributedSampler
 
+from .checkpoint import (
+    Checkpoint,
+    check_resume,
+    load_checkpoint,
+    load_payload,
+    read_checkpoint_file,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .distributed import (
     DistInfo,
     EpochSampler,
@@ -58,8 +68,24 @@ from .distributed import (
     dist_info,
     init_distributed,
 )
-from .files import FileFormatError, atomic_path
+from .history import History
 from .model import eval_mode
+
+__all__ = [
+    "Checkpoint",
+    "History",
+    "TrainConfig",
+    "build_optimizer",
+    "calc_loss_batch",
+    "calc_loss_loader",
+    "lm_batch_loss",
+    "lm_loss",
+    "load_checkpoint",
+    "lr_at",
+    "perplexity",
+    "save_checkpoint",
+    "train",
+]
 
 LossFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
@@ -235,307 +261,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 # ---------------------------------------------------------------------------------------------
-# History
-
-
-@dataclass
-class History:
-    """What :func:`train` records at each evaluation, ready for plots and JSON.
-
-    ``train_loss`` and ``val_loss`` are eval-mode losses on the first ``eval_batches`` batches
-    of each loader (``nan`` without a validation loader); ``lr`` is the learning rate of the
-    step just taken (of the first step at step 0); ``metrics`` holds ``eval_fn``'s values as
-    ``train_<name>`` and ``val_<name>``.
-    """
-
-    steps: list[int] = field(default_factory=list)
-    tokens_seen: list[int] = field(default_factory=list)
-    examples_seen: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain lists and dicts; ``nan`` becomes ``None`` so the result is strict JSON."""
-        d = asdict(self)
-        d["train_loss"] = [_nan_to_none(v) for v in self.train_loss]
-        d["val_loss"] = [_nan_to_none(v) for v in self.val_loss]
-        d["metrics"] = {k: [_nan_to_none(v) for v in vs] for k, vs in self.metrics.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        def floats(values: list[float | None]) -> list[float]:
-            return [float("nan") if v is None else float(v) for v in values]
-
-        return cls(
-            steps=[int(s) for s in d["steps"]],
-            tokens_seen=[int(t) for t in d["tokens_seen"]],
-            examples_seen=[int(e) for e in d.get("examples_seen", [])],
-            train_loss=floats(d["train_loss"]),
-            val_loss=floats(d["val_loss"]),
-            lr=floats(d["lr"]),
-            metrics={k: floats(v) for k, v in d.get("metrics", {}).items()},
-        )
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """What :func:`load_checkpoint` returns besides the weights and optimizer state it loads."""
-
-    step: int
-    history: History
-    epoch: int = 0  # the data position: epoch and batches of it already used
-    batch_in_epoch: int = 0
-    tokens_seen: int = 0  # totals over all processes
-    examples_seen: int = 0
-    rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
-    train_config: dict[str, Any] | None = None
-    model_config: dict[str, Any] | None = None
-    data_layout: dict[str, int] | None = None  # batch size, batches per epoch, processes
-
-
-# TrainConfig fields a resumed run may change; every other field defines the run
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "epochs", "eval_every", "eval_batches", "eval_at_start", "checkpoint_path",
-     "checkpoint_every", "device", "progress"}
-)  # fmt: skip
-
-
-def rng_state() -> dict[str, Any]:
-    """The random state of this process: Python's and PyTorch's (CPU, and CUDA if present)."""
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    random.setstate(_as_tuples(state["python"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuples(obj: Any) -> Any:
-    return tuple(_as_tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    step: int = 0,
-    history: History | None = None,
-    *,
-    epoch: int = 0,
-    batch_in_epoch: int = 0,
-    tokens_seen: int = 0,
-    examples_seen: int = 0,
-    rng_states: list[dict[str, Any]] | None = None,
-    train_config: TrainConfig | None = None,
-    data_layout: dict[str, int] | None = None,
-) -> Path:
-    """Write model + optimizer + step + history + random state + data position to ``path``.
-
-    Atomic (:func:`gpt2lib.files.atomic_path`): a crash leaves the previous checkpoint or the
-    new one, never half of one, and the temporary a killed process left is removed by the next
-    save. ``rng_states`` defaults to this process's state; ``data_layout`` records how the data
-    was batched, so that a resumed run can check it is batched the same way.
-    """
-    raw = _unwrap(model)
-    model_cfg = getattr(raw, "cfg", None)
-    payload = {
-        "format": "gpt2lib-checkpoint-1",
-        "model": raw.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "step": step,
-        "epoch": epoch,
-        "batch_in_epoch": batch_in_epoch,
-        "tokens_seen": tokens_seen,
-        "examples_seen": examples_seen,
-        "history": (history or History()).to_dict(),
-        "rng_states": rng_states if rng_states is not None else [rng_state()],
-        "train_config": asdict(train_config) if train_config is not None else None,
-        "model_config": asdict(model_cfg) if hasattr(model_cfg, "__dataclass_fields__") else None,
-        "data_layout": data_layout,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
-
-
-def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    """The payload of a checkpoint file, or a FileFormatError that names the file."""
-    import pickle
-    import zipfile
-
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
-            zipfile.BadZipFile, UnicodeDecodeError, OSError) as err:  # fmt: skip
-        # torch's own message may suggest weights_only=False, which is never the fix here
-        raise FileFormatError(
-            path,
-            f"not a readable gpt2lib training checkpoint (truncated, or another kind of "
-            f"file: {type(err).__name__})",
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != "gpt2lib-checkpoint-1":
-        raise FileFormatError(path, "not a gpt2lib training checkpoint")
-    return payload
-
-
-def _differences(
-    saved: dict[str, Any], current: dict[str, Any], skip: Iterable[str] = ()
-) -> list[str]:
-    """``"name: saved -> current"`` for each field that differs (tuples equal lists)."""
-
-    def norm(v: Any) -> Any:
-        return list(v) if isinstance(v, (tuple, list)) else v
-
-    names = sorted((set(saved) | set(current)) - set(skip))
-    return [
-        f"{n}: {saved.get(n)!r} in the checkpoint, {current.get(n)!r} now"
-        for n in names
-        if norm(saved.get(n)) != norm(current.get(n))
-    ]
-
-
-def _check_state_dict(path: Path, model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Raise ValueError unless ``saved`` has exactly the model's tensors, shape for shape."""
-    own = _unwrap(model).state_dict()
-    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if tuple(saved[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, shape mismatches (checkpoint vs model) {shapes[:5]}"
-        )
-
-
-def _check_optimizer_state(path: Path, optimizer: torch.optim.Optimizer, saved: Any) -> None:
-    """Raise ValueError unless ``saved`` fits ``optimizer``: groups, sizes and state shapes."""
-    if saved is None:
-        raise ValueError(f"checkpoint {path} holds no optimizer state")
-    groups, own = saved.get("param_groups", []), optimizer.param_groups
-    sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own]
-    if sizes != own_sizes:
-        raise ValueError(
-            f"checkpoint {path}: its optimizer has parameter groups of sizes {sizes}, this "
-            f"optimizer {own_sizes} (other trainable parameters?)"
-        )
-    params = [p for g in own for p in g["params"]]
-    ids = [i for g in groups for i in g["params"]]
-    for index, param in zip(ids, params, strict=True):
-        for key, value in saved.get("state", {}).get(index, {}).items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
-                raise ValueError(
-                    f"checkpoint {path}: optimizer state {key!r} of parameter {index} has shape "
-                    f"{tuple(value.shape)}, the parameter {tuple(param.shape)}"
-                )
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    map_location: str | torch.device = "cpu",
-) -> Checkpoint:
-    """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); return the rest.
-
-    Everything is checked before anything is assigned, so a failed load leaves the model and
-    the optimizer as they were: a file that is not a checkpoint raises
-    :class:`~gpt2lib.files.FileFormatError`; a checkpoint saved from another model
-    configuration (e.g. other ``n_heads`` or ``tie_embeddings``, even with equal shapes), with
-    other tensors, or with optimizer state of other shapes raises a ``ValueError`` naming the
-    file and each difference.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return _load_payload(path, _read_checkpoint(path, map_location), model, optimizer)
-
-
-def _load_payload(
-    path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> Checkpoint:
-    """:func:`load_checkpoint` once the file is read: check everything, then assign."""
-    model_cfg = getattr(_unwrap(model), "cfg", None)
-    if payload.get("model_config") is not None and hasattr(model_cfg, "__dataclass_fields__"):
-        diffs = _differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
-        if diffs:
-            raise ValueError(
-                f"checkpoint {path} does not fit this model, saved with another configuration: "
-                + "; ".join(diffs)
-            )
-    _check_state_dict(path, model, payload["model"])
-    if optimizer is not None:
-        _check_optimizer_state(path, optimizer, payload["optimizer"])
-    _unwrap(model).load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-    return Checkpoint(
-        step=payload["step"],
-        history=History.from_dict(payload["history"]),
-        epoch=payload["epoch"],
-        batch_in_epoch=payload["batch_in_epoch"],
-        tokens_seen=payload.get("tokens_seen", 0),
-        examples_seen=payload.get("examples_seen", 0),
-        rng_states=payload["rng_states"],
-        train_config=payload["train_config"],
-        model_config=payload["model_config"],
-        data_layout=payload.get("data_layout"),
-    )
-
-
-def check_resume(
-    ckpt: Checkpoint, cfg: TrainConfig, data_layout: dict[str, int], model: nn.Module
-) -> None:
-    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run.
-
-    Learning rate, schedule, optimizer settings, seed, dtype, the batching of the data and the
-    model's dropout define a run; :data:`RESUMABLE_CHANGES` (more steps, other evaluation or
-    checkpoint intervals, another device) may change deliberately.
-    """
-    diffs = []
-    if ckpt.train_config is not None:
-        diffs += _differences(ckpt.train_config, asdict(cfg), skip=RESUMABLE_CHANGES)
-    if ckpt.data_layout is not None:
-        diffs += _differences(ckpt.data_layout, data_layout)
-    model_cfg = getattr(_unwrap(model), "cfg", None)
-    if ckpt.model_config is not None and hasattr(model_cfg, "drop_rate"):
-        saved = ckpt.model_config.get("drop_rate")
-        if saved != model_cfg.drop_rate:
-            diffs.append(f"drop_rate: {saved!r} in the checkpoint, {model_cfg.drop_rate!r} now")
-    if diffs:
-        raise ValueError(
-            f"cannot resume from {cfg.checkpoint_path}: the run differs from the one that wrote "
-            f"it: {'; '.join(diffs)}. Start afresh (resume=False, or another checkpoint_path)."
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Data: deterministic, sharded, resumable batches
 
 
@@ -679,6 +404,155 @@ def _process_group(device: torch.device) -> Iterator[None]:
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """What one call of :func:`train` works with; ``state`` is where the run stands."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    loss_fn: LossFn
+    eval_fn: EvalFn | None
+    optimizer: torch.optim.Optimizer
+    train_batches: _Batches
+    eval_sets: dict[str, _Batches]
+    total: int  # optimizer steps of the whole run
+    layout: dict[str, int]  # how the data is batched: checked when a run resumes
+    state: Checkpoint = field(default_factory=lambda: Checkpoint(step=0, history=History()))
+    bar: Any = None
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        enabled = self.cfg.dtype == "bfloat16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _prepare(
+    model: nn.Module, train_loader: Iterable[Any], val_loader: Iterable[Any] | None,
+    cfg: TrainConfig, loss_fn: LossFn, eval_fn: EvalFn | None,
+    optimizer: torch.optim.Optimizer | None,
+) -> _Run:  # fmt: skip
+    """Device, seeds, batches and optimizer of a run that starts at step 0."""
+    info = dist_info()
+    device = _resolve_device(cfg.device, info)
+    model.to(device)
+    torch.manual_seed(cfg.seed + info.rank)
+    random.seed(cfg.seed + info.rank)
+    train_batches = _Batches(train_loader, info, cfg.seed)
+    if len(train_batches) == 0:
+        raise ValueError("the training loader yields no batches")
+    # evaluation always reads epoch 0's first batches: a fixed sample (spread over the data
+    # when the loader shuffles), the same at every evaluation and in every process layout
+    eval_sets = {"train": _Batches(train_loader, info, cfg.seed)}  # own sampler: own position
+    if val_loader is not None:
+        eval_sets["val"] = _Batches(val_loader, info, cfg.seed)
+    optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
+    layout = {
+        "batch_size": train_batches.batch_size,
+        "batches_per_epoch": len(train_batches),
+        "world_size": info.world_size,
+    }
+    return _Run(
+        model, cfg, info, device, loss_fn, eval_fn, optimizer, train_batches, eval_sets,
+        cfg.total_steps(len(train_batches)), layout,
+    )  # fmt: skip
+
+
+def _resume(run: _Run, path: Path) -> None:
+    """Continue the run saved at ``path``: checked against this run first, then loaded."""
+    saved = read_checkpoint_file(path, run.device)  # read once: checked, then loaded
+    check_resume(
+        Checkpoint(0, History(), train_config=saved["train_config"],
+                   model_config=saved["model_config"], data_layout=saved.get("data_layout")),
+        run.cfg, run.layout, run.model,
+    )  # fmt: skip
+    run.state = load_payload(path, saved, run.model, run.optimizer)
+    if len(run.state.rng_states) == run.info.world_size:
+        set_rng_state(run.state.rng_states[run.info.rank])
+
+
+def _record(run: _Run) -> None:
+    """Evaluate on each loader's fixed sample and append the results to the history."""
+    state, history, losses = run.state, run.state.history, {"val": float("nan")}
+    for name, batches in run.eval_sets.items():
+        losses[name], metrics = _evaluate(
+            run.model, batches, run.cfg.eval_batches, run.device, run.loss_fn, run.eval_fn,
+            run.autocast,
+        )  # fmt: skip
+        for key, value in metrics.items():
+            history.metrics.setdefault(f"{name}_{key}", []).append(value)
+    history.steps.append(state.step)
+    history.tokens_seen.append(state.tokens_seen)
+    history.examples_seen.append(state.examples_seen)
+    history.train_loss.append(losses["train"])
+    history.val_loss.append(losses["val"])
+    history.lr.append(lr_at(max(state.step - 1, 0), run.cfg, run.total))
+    run.bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the run (rank 0 writes; every process contributes its random state)."""
+    rngs = all_gather_objects(rng_state())  # every process's dropout state
+    if not run.info.is_main:
+        return
+    state = run.state
+    end_of_epoch = state.batch_in_epoch >= len(run.train_batches)  # store the next epoch's start
+    save_checkpoint(
+        run.cfg.checkpoint_path,  # type: ignore[arg-type]
+        run.model, run.optimizer, state.step, state.history,
+        epoch=state.epoch + end_of_epoch,
+        batch_in_epoch=0 if end_of_epoch else state.batch_in_epoch,
+        tokens_seen=state.tokens_seen, examples_seen=state.examples_seen,
+        rng_states=rngs,  # type: ignore[arg-type]
+        train_config=run.cfg, data_layout=run.layout,
+    )  # fmt: skip
+
+
+def _step(run: _Run, net: nn.Module, batch: Any) -> None:
+    """One optimizer step on ``batch``; ``net`` is the model or its DDP wrapper."""
+    cfg, optimizer, state = run.cfg, run.optimizer, run.state
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(state.step, cfg, run.total)
+    with run.autocast:
+        loss = run.loss_fn(net, batch, run.device)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    stats = all_reduce_sum(torch.tensor([loss.item(), *_count(batch)]))  # over processes
+    state.tokens_seen += int(stats[1])
+    state.examples_seen += int(stats[2])
+    state.step += 1
+    state.batch_in_epoch += 1
+    run.bar.update(1)
+    run.bar.set_postfix(loss=f"{stats[0].item() / run.info.world_size:.3f}", refresh=False)
+
+
+def _loop(run: _Run, net: nn.Module, on_step: Callable[[int, History], None] | None) -> None:
+    """Step through the epochs until ``run.total`` steps, evaluating and checkpointing."""
+    cfg, state = run.cfg, run.state
+    run.model.train()
+    if state.step == 0 and cfg.eval_at_start and not state.history.steps:
+        _record(run)
+    while state.step < run.total:
+        for batch in run.train_batches.epoch(state.epoch, state.batch_in_epoch):
+            _step(run, net, batch)
+            last = state.step == run.total
+            if last or state.step % cfg.eval_every == 0:
+                _record(run)
+            every = cfg.checkpoint_every
+            if cfg.checkpoint_path and (last or (every and state.step % every == 0)):
+                _save(run)
+            if on_step is not None:
+                on_step(state.step, state.history)
+            if last:
+                return
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0  # the epoch ran out
+
+
 def train(
     model: nn.Module,
     train_loader: Iterable[Any],
@@ -697,138 +571,31 @@ def train(
     ``torchrun`` ``model`` is the DDP wrapper, so call it rather than reach into it);
     ``eval_fn(model, batches, device)`` optionally adds metrics at each evaluation. With
     ``resume=True`` and a checkpoint at ``cfg.checkpoint_path``, the run continues from it
-    exactly. ``on_step(step, history)`` is called after every optimizer step. Without an
+    exactly (after :func:`~gpt2lib.checkpoint.check_resume` confirms it is the same run).
+    ``on_step(step, history)`` is called after every optimizer step. Without an
     ``optimizer``, :func:`build_optimizer` makes one. Under ``torchrun`` the process group is
     set up here and taken down at the end (if this call created it).
     """
     from tqdm import tqdm
 
-    info = dist_info()
-    device = _resolve_device(cfg.device, info)
-    model.to(device)
-    torch.manual_seed(cfg.seed + info.rank)
-    random.seed(cfg.seed + info.rank)
-    train_batches = _Batches(train_loader, info, cfg.seed)
-    steps_per_epoch = len(train_batches)
-    if steps_per_epoch == 0:
-        raise ValueError("the training loader yields no batches")
-    total = cfg.total_steps(steps_per_epoch)
-    # evaluation always reads epoch 0's first batches: a fixed sample (spread over the data
-    # when the loader shuffles), the same at every evaluation and in every process layout
-    eval_sets = {"train": _Batches(train_loader, info, cfg.seed)}  # own sampler: own position
-    if val_loader is not None:
-        eval_sets["val"] = _Batches(val_loader, info, cfg.seed)
-    optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
-
-    state = Checkpoint(step=0, history=History())  # where the run stands
-    ckpt_path = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    layout = {
-        "batch_size": train_batches.batch_size,
-        "batches_per_epoch": steps_per_epoch,
-        "world_size": info.world_size,
-    }
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        saved = _read_checkpoint(ckpt_path, device)  # read once: checked, then loaded
-        check_resume(
-            Checkpoint(0, History(), train_config=saved["train_config"],
-                       model_config=saved["model_config"], data_layout=saved.get("data_layout")),
-            cfg, layout, model,
-        )  # fmt: skip
-        state = _load_payload(ckpt_path, saved, model, optimizer)
-        del saved
-        if len(state.rng_states) == info.world_size:
-            set_rng_state(state.rng_states[info.rank])
-    history = state.history
-    bar = tqdm(
-        total=total,
-        initial=state.step,
-        desc="training",
-        unit="step",
-        file=sys.stderr,
+    run = _prepare(model, train_loader, val_loader, cfg, loss_fn, eval_fn, optimizer)
+    path = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+    if resume and path is not None and path.is_file():
+        _resume(run, path)
+    run.bar = tqdm(
+        total=run.total, initial=run.state.step, desc="training", unit="step", file=sys.stderr,
         # pass `disable` only to switch the bar off: left unset, TQDM_DISABLE=1 still applies
-        **({} if cfg.progress and info.is_main else {"disable": True}),
+        **({} if cfg.progress and run.info.is_main else {"disable": True}),
         dynamic_ncols=True,
-    )
-
-    def record() -> None:
-        losses = {"val": float("nan")}
-        for name, batches in eval_sets.items():
-            losses[name], metrics = _evaluate(
-                model, batches, cfg.eval_batches, device, loss_fn, eval_fn, autocast
-            )
-            for key, value in metrics.items():
-                history.metrics.setdefault(f"{name}_{key}", []).append(value)
-        history.steps.append(state.step)
-        history.tokens_seen.append(state.tokens_seen)
-        history.examples_seen.append(state.examples_seen)
-        history.train_loss.append(losses["train"])
-        history.val_loss.append(losses["val"])
-        history.lr.append(lr_at(max(state.step - 1, 0), cfg, total))
-        bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
-
-    def checkpoint() -> None:
-        rngs = all_gather_objects(rng_state())  # every process's dropout state
-        if info.is_main:
-            end_of_epoch = state.batch_in_epoch >= steps_per_epoch  # store the next epoch's start
-            save_checkpoint(
-                ckpt_path,  # type: ignore[arg-type]
-                model,
-                optimizer,
-                state.step,
-                history,
-                epoch=state.epoch + end_of_epoch,
-                batch_in_epoch=0 if end_of_epoch else state.batch_in_epoch,
-                tokens_seen=state.tokens_seen,
-                examples_seen=state.examples_seen,
-                rng_states=rngs,  # type: ignore[arg-type]
-                train_config=cfg,
-                data_layout=layout,
-            )
-
-    def run(net: nn.Module) -> None:  # ``net``: the model, or its DDP wrapper under torchrun
-        model.train()
-        if state.step == 0 and cfg.eval_at_start and not history.steps:
-            record()
-        while state.step < total:
-            for batch in train_batches.epoch(state.epoch, state.batch_in_epoch):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state.step, cfg, total)
-                with autocast:
-                    loss = loss_fn(net, batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-
-                stats = all_reduce_sum(torch.tensor([loss.item(), *_count(batch)]))
-                state.tokens_seen += int(stats[1])
-                state.examples_seen += int(stats[2])
-                state.step += 1
-                state.batch_in_epoch += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats[0].item() / info.world_size:.3f}", refresh=False)
-                if state.step % cfg.eval_every == 0 or state.step == total:
-                    record()
-                every = cfg.checkpoint_every
-                if ckpt_path and (state.step == total or (every and state.step % every == 0)):
-                    checkpoint()
-                if on_step is not None:
-                    on_step(state.step, history)
-                if state.step >= total:
-                    return
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0  # the epoch ran out
-
-    with _process_group(device), contextlib.closing(bar):
-        if not info.distributed:
-            run(model)
+    )  # fmt: skip
+    with _process_group(run.device), contextlib.closing(run.bar):
+        if not run.info.distributed:
+            _loop(run, model, on_step)
         else:
-            ids = [device.index] if device.type == "cuda" else None
+            ids = [run.device.index] if run.device.type == "cuda" else None
             ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
             try:
-                run(ddp)
+                _loop(run, ddp, on_step)
             finally:
                 del ddp  # DDP's reducer must go before the process group does
-    return history
+    return run.state.history
