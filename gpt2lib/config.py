@@ -1,16 +1,19 @@
-"""The one configuration object of a GPT-2 model.
+"""The one configuration object of a GPT-2 model, and the named sizes.
 
 The four published sizes follow OpenAI's ``hparams.json`` files (Radford et al., 2019,
-"Language Models are Unsupervised Multitask Learners"); any other field can be overridden
-with :func:`dataclasses.replace`::
+"Language Models are Unsupervised Multitask Learners"); the project names two of its own:
+``GPTConfig.mini()``, the mini GPT-2 it pretrains on Tiny Shakespeare (:mod:`gpt2lib.pretrain`),
+and ``GPTConfig.tiny()``, the smallest model worth testing. Any field can be overridden with
+keyword arguments or :func:`dataclasses.replace`::
 
     cfg = GPTConfig.gpt2("124M")
     small = dataclasses.replace(cfg, context_length=256, drop_rate=0.1)
+    test_model = GPTModel(GPTConfig.tiny(tie_embeddings=True))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # size name -> (emb_dim, n_layers, n_heads), as in OpenAI's hparams.json (n_embd, n_layer, n_head)
 GPT2_SIZES: dict[str, tuple[int, int, int]] = {
@@ -54,3 +57,18 @@ class GPTConfig:
             raise ValueError(f"unknown GPT-2 size {size!r}; valid sizes: {', '.join(GPT2_SIZES)}")
         emb_dim, n_layers, n_heads = GPT2_SIZES[size]
         return cls(emb_dim=emb_dim, n_layers=n_layers, n_heads=n_heads, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def mini(cls, **overrides: object) -> GPTConfig:
+        """The mini GPT-2 (7.26 M parameters): GPT-2's vocabulary, 128-dim, 4 layers, 4 heads,
+        context 256, tied head. Trained with dropout 0.1; inference needs none."""
+        return replace(MINI, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> GPTConfig:
+        """A 100-token vocabulary, 32-dim, 2 layers, 4 heads, context 32: for tests."""
+        return replace(TINY, **overrides)  # type: ignore[arg-type]
+
+
+MINI = GPTConfig(context_length=256, emb_dim=128, n_heads=4, n_layers=4, tie_embeddings=True)
+TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)

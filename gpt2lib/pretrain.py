@@ -17,7 +17,10 @@ batch size is per process, so halve it to keep the global batch::
 
     torchrun --nproc_per_node=2 -m gpt2lib.pretrain --batch-size 4 --out /tmp/mini
 
-Load the committed model (float32, eval mode, its sha256 checked against the manifest)::
+The model is saved like every other model of the book (:func:`gpt2lib.saving.save_model`, in
+float16), with this run's manifest as the save's ``extra``: the command, the corpus, the loss
+history, the final losses and samples. Load the committed model (float32, eval mode, its
+tensors checked against their checksum)::
 
     from gpt2lib.pretrain import load_mini
     model = load_mini()
@@ -26,36 +29,33 @@ Load the committed model (float32, eval mode, its sha256 checked against the man
 from __future__ import annotations
 
 import argparse
-import json
+import copy
+import dataclasses
 import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from .config import GPTConfig
-from .files import atomic_path, atomic_write_text, sha256_file
 from .model import GPTModel
+from .saving import load_model, load_model_config, save_model
+
+if TYPE_CHECKING:
+    import tiktoken
+    from torch.utils.data import DataLoader
+
+    from .history import History
+    from .train import TrainConfig
 
 MINI_NAME = "mini-shakespeare"
-MINI_CONFIG = GPTConfig(
-    vocab_size=50257,
-    context_length=256,
-    emb_dim=128,
-    n_heads=4,
-    n_layers=4,
-    drop_rate=0.0,  # training used dropout (see the manifest); inference needs none
-    qkv_bias=True,
-    tie_embeddings=True,
-)
+MINI_CONFIG = GPTConfig.mini()  # drop_rate 0.0: training used dropout (see the manifest)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-WEIGHTS_FILE = "model.safetensors"
-MANIFEST_FILE = "manifest.json"
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are", "KING HENRY:\nNow, my lords,")
 
 
@@ -64,101 +64,105 @@ SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are", "KING HENRY:\nNow, my lo
 
 
 def save_mini(model: GPTModel, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` (float16) and ``manifest.json`` (with the file's sha256).
-
-    A tied output head is stored once, as ``wte.weight`` (OpenAI's format keeps only ``wte``).
-    """
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: v.detach().to("cpu", torch.float16).contiguous()
-        for k, v in model.state_dict().items()
-        if not (model.cfg.tie_embeddings and k == "lm_head.weight")
-    }
-    weights = out / WEIGHTS_FILE
-    with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "name": manifest.get("name", "")})
-    manifest = {
-        **manifest,
-        "weights": {
-            "file": WEIGHTS_FILE,
-            "dtype": "float16",
-            "bytes": weights.stat().st_size,
-            "sha256": sha256_file(weights),
-        },
-    }
-    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
-    return out
+    """Save ``model`` in float16 with :func:`gpt2lib.saving.save_model`, ``manifest`` as its
+    ``extra``; return ``out_dir``. The model itself is left as it is; the saved configuration
+    has no dropout (training used some, see the manifest; inference needs none)."""
+    half = copy.deepcopy(model).to("cpu", torch.float16)
+    half.cfg = replace(half.cfg, drop_rate=0.0)
+    return save_model(half, out_dir, extra=manifest)
 
 
 def read_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The manifest of the mini model in directory ``path`` (default: the committed one)."""
+    """The manifest of the mini model saved in ``path`` (default: the committed one)."""
     directory = Path(path) if path is not None else PRETRAINED_DIR / MINI_NAME
-    file = directory / MANIFEST_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {directory}")
-    return json.loads(file.read_text(encoding="utf-8"))
+    return load_model_config(directory)["extra"]
 
 
-def load_mini(path: str | os.PathLike | None = None, verify: bool = True) -> GPTModel:
+def load_mini(path: str | os.PathLike | None = None) -> GPTModel:
     """The mini GPT-2 as a float32 :class:`GPTModel` in eval mode.
 
     ``path`` is a directory written by :func:`save_mini` (default: the model committed in the
-    package). With ``verify``, the weights file's sha256 must match the manifest's.
+    package); :func:`gpt2lib.saving.load_model` checks the tensors against their checksum.
     """
-    from safetensors.torch import load_file
-
     directory = Path(path) if path is not None else PRETRAINED_DIR / MINI_NAME
-    manifest = read_manifest(directory)
-    weights = directory / manifest["weights"]["file"]
-    if verify:
-        actual, expected = sha256_file(weights), manifest["weights"]["sha256"]
-        if actual != expected:
-            raise ValueError(
-                f"{weights} has sha256 {actual}, but {MANIFEST_FILE} says {expected}: the file "
-                "is corrupt or does not belong to this manifest"
-            )
-    cfg = GPTConfig(**manifest["config"])
-    state = {k: v.float() for k, v in load_file(str(weights)).items()}
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["wte.weight"]
-    model = GPTModel(cfg)
-    model.load_state_dict(state)
-    return model.eval()
+    return load_model(directory).float().eval()
 
 
 # ---------------------------------------------------------------------------------------------
-# Training
+# Settings and the command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Every setting of a pretraining run; ``python -m gpt2lib.pretrain`` fills it from flags
+    of the same names (``max_steps`` is ``--max-steps``)."""
+
+    out: str  # directory of the saved model
+    max_steps: int = 700
+    batch_size: int = 8  # per process
+    stride: int = 64  # token offset between training windows
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta2: float = 0.95
+    dropout: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 40
+    eval_batches: int = 10
+    seed: int = 123
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    threads: int = 0  # CPU threads (0: PyTorch's default)
+    device: str | None = None
+    checkpoint: str | None = None  # default: <GPT2LIB_HOME>/checkpoints/mini-shakespeare.pt
+    resume: bool = False  # continue from the checkpoint
+    progress: bool = True
+
+    # settings that do not change what is trained, left out of the recorded command
+    NOT_RECORDED = ("out", "device", "checkpoint", "resume", "progress")
+
+    def command(self) -> str:
+        """The full command line, every setting that shapes the model spelled out."""
+        parts = ["python", "-m", "gpt2lib.pretrain", "--out", self.out]
+        for f in dataclasses.fields(self):
+            if f.name not in self.NOT_RECORDED and getattr(self, f.name) is not None:
+                parts += ["--" + f.name.replace("_", "-"), str(getattr(self, f.name))]
+        return shlex.join(parts)
+
+    def train_config(self, checkpoint: str) -> TrainConfig:
+        from .train import TrainConfig
+
+        return TrainConfig(
+            max_steps=self.max_steps, lr=self.lr, min_lr=self.min_lr,
+            warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
+            betas=(0.9, self.beta2), grad_clip=self.grad_clip, eval_every=self.eval_every,
+            eval_batches=self.eval_batches, checkpoint_path=checkpoint,
+            checkpoint_every=self.eval_every * 5, seed=self.seed, device=self.device,
+            dtype=self.dtype, progress=self.progress,
+        )  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> PretrainSettings:
+    """The command line, as :class:`PretrainSettings` (one flag per field)."""
+    parser = argparse.ArgumentParser(
         prog="python -m gpt2lib.pretrain",
         description="Pretrain the mini GPT-2 on Tiny Shakespeare and save it with a manifest.",
     )
-    p.add_argument("--out", required=True, help="directory for model.safetensors + manifest.json")
-    p.add_argument("--max-steps", type=int, default=700)
-    p.add_argument("--batch-size", type=int, default=8, help="per process")
-    p.add_argument("--stride", type=int, default=64, help="token offset between training windows")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--min-lr", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=50)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=40)
-    p.add_argument("--eval-batches", type=int, default=10)
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--checkpoint", default=None, help="default: <GPT2LIB_HOME>/checkpoints/")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+    defaults = PretrainSettings(out="")
+    for f in dataclasses.fields(PretrainSettings):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        if f.name == "out":
+            parser.add_argument(flag, required=True, help="directory of the saved model")
+        elif f.name == "progress":
+            parser.add_argument("--no-progress", dest="progress", action="store_false")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action="store_true")
+        elif f.name == "dtype":
+            parser.add_argument(flag, choices=("float32", "bfloat16"), default=default)
+        else:
+            parser.add_argument(flag, type=type(default) if default is not None else str,
+                                default=default)  # fmt: skip
+    return PretrainSettings(**vars(parser.parse_args(argv)))
 
 
 def _downsample(history: dict[str, Any], max_points: int = 200) -> dict[str, Any]:
@@ -173,18 +177,6 @@ def _downsample(history: dict[str, Any], max_points: int = 200) -> dict[str, Any
     out = {k: pick(v) for k, v in history.items() if isinstance(v, list)}
     out["metrics"] = {k: pick(v) for k, v in history.get("metrics", {}).items()}
     return out
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The full command line with every setting spelled out."""
-    parts = ["python", "-m", "gpt2lib.pretrain", "--out", args.out]
-    for action in _parser()._actions:
-        if action.dest in ("help", "resume", "no_progress", "checkpoint", "device", "out"):
-            continue
-        value = getattr(args, action.dest)
-        if value is not None:
-            parts += [action.option_strings[0], str(value)]
-    return shlex.join(parts)
 
 
 def keep_freed_memory() -> bool:
@@ -210,92 +202,128 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def pretrain(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Train, evaluate, sample and save the mini model; return its manifest (rank 0 only)."""
-    from .data.text import (
-        TEXTS,
-        create_dataloader,
-        encode,
-        load_tiny_shakespeare,
-        split_by_position,
-    )
-    from .distributed import dist_info
-    from .download import cache_dir
-    from .generate import generate_text
-    from .tokenizer import get_tokenizer
-    from .train import TrainConfig, calc_loss_loader, perplexity, train
+# ---------------------------------------------------------------------------------------------
+# The run
 
-    info = dist_info()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+
+@dataclass
+class _Data:
+    tokenizer: tiktoken.Encoding
+    train_ids: list[int]
+    val_ids: list[int]
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def _data(settings: PretrainSettings) -> _Data:
+    """Tiny Shakespeare, split by characters (90 % / 10 %), as loaders of context windows."""
+    from .data.text import create_dataloader, encode, load_tiny_shakespeare, split_by_position
+    from .tokenizer import get_tokenizer
+
     tokenizer = get_tokenizer()
-    text = load_tiny_shakespeare()
-    train_text, val_text = split_by_position(text, 0.9)  # by characters, as the book splits
+    train_text, val_text = split_by_position(load_tiny_shakespeare(), 0.9)
     train_ids, val_ids = encode(train_text, tokenizer), encode(val_text, tokenizer)
-    ctx = MINI_CONFIG.context_length
+    ctx, s = MINI_CONFIG.context_length, settings
     train_loader = create_dataloader(
-        train_ids, args.batch_size, ctx, args.stride, shuffle=True, drop_last=True, seed=args.seed
+        train_ids, s.batch_size, ctx, s.stride, shuffle=True, drop_last=True, seed=s.seed
     )
     # context-length windows, each validation token predicted once; shuffled (seeded) so that
     # the evaluations during training, which read the first --eval-batches, sample all of it
     val_loader = create_dataloader(
-        val_ids, args.batch_size, ctx, ctx, shuffle=True, drop_last=False, seed=args.seed
+        val_ids, s.batch_size, ctx, ctx, shuffle=True, drop_last=False, seed=s.seed
     )
-    checkpoint = args.checkpoint or str(cache_dir() / "checkpoints" / f"{MINI_NAME}.pt")
-    cfg = TrainConfig(
-        max_steps=args.max_steps,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        betas=(0.9, args.beta2),
-        grad_clip=args.grad_clip,
-        eval_every=args.eval_every,
-        eval_batches=args.eval_batches,
-        checkpoint_path=checkpoint,
-        checkpoint_every=args.eval_every * 5,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        progress=not args.no_progress,
-    )
+    return _Data(tokenizer, train_ids, val_ids, train_loader, val_loader)
 
-    torch.manual_seed(args.seed)
-    model = GPTModel(replace(MINI_CONFIG, drop_rate=args.dropout))
+
+def _final_losses(model: GPTModel, data: _Data, settings: PretrainSettings) -> dict[str, float]:
+    """Losses of the saved model: all of validation, as many windows drawn from training."""
+    from .data.text import create_dataloader
+    from .train import calc_loss_loader, perplexity
+
+    ctx, device = MINI_CONFIG.context_length, next(model.parameters()).device
+    train_sample = create_dataloader(
+        data.train_ids, settings.batch_size, ctx, ctx, shuffle=True, drop_last=False,
+        seed=settings.seed,
+    )  # fmt: skip
+    train = calc_loss_loader(model, train_sample, device, num_batches=len(data.val_loader))
+    val = calc_loss_loader(model, data.val_loader, device)
+    return {
+        "evaluation": (
+            "float16 weights; mean loss over non-overlapping context-length windows: all of "
+            "the validation text, and as many windows sampled from the training text"
+        ),
+        "train_loss": round(train, 4),
+        "train_perplexity": round(perplexity(train), 2),
+        "val_loss": round(val, 4),
+        "val_perplexity": round(perplexity(val), 2),
+    }
+
+
+def _samples(model: GPTModel, tokenizer: tiktoken.Encoding, seed: int) -> list[dict[str, str]]:
+    """Sampled continuations of :data:`SAMPLE_PROMPTS`, and one greedy one."""
+    from .generate import generate_text
+
+    gen = torch.Generator().manual_seed(seed)
+    sampled = "temperature 0.8, top_k 50, 80 new tokens"
+    samples = [
+        {"prompt": prompt, "settings": sampled,
+         "text": generate_text(model, prompt, 80, tokenizer, temperature=0.8, top_k=50,
+                               generator=gen)}
+        for prompt in SAMPLE_PROMPTS
+    ]  # fmt: skip
+    greedy = generate_text(model, SAMPLE_PROMPTS[0], 60, tokenizer)
+    return [*samples, {"prompt": SAMPLE_PROMPTS[0], "settings": "greedy, 60 new tokens",
+                       "text": greedy}]  # fmt: skip
+
+
+def _training_record(
+    settings: PretrainSettings, history: History, data: _Data, cfg: TrainConfig,
+    seconds: tuple[float, float], device: torch.device, world_size: int,
+) -> dict[str, Any]:  # fmt: skip
+    wall, cpu = seconds
+    tokens = history.tokens_seen[-1]
+    return {
+        "steps": history.steps[-1],
+        "tokens": tokens,
+        "epochs": round(history.steps[-1] / len(data.train_loader), 3),
+        "windows_per_epoch": len(data.train_loader.dataset),
+        "global_batch_size": settings.batch_size * world_size,
+        "processes": world_size,
+        "dropout": settings.dropout,
+        "train_config": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_path"},
+        "wall_time_s": round(wall, 1),
+        "tokens_per_s": round(tokens / wall, 1),
+        "device": str(device),
+        "cpu_seconds": round(cpu, 1),  # this process's CPU time, all threads
+        "cpu_threads": torch.get_num_threads(),
+        "resumed": settings.resume,
+    }
+
+
+def pretrain(settings: PretrainSettings) -> dict[str, Any] | None:
+    """Train, evaluate, sample and save the mini model; return its manifest (rank 0 only)."""
+    from .data.text import TEXTS
+    from .distributed import dist_info
+    from .download import cache_dir
+    from .train import train
+
+    info = dist_info()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    data = _data(settings)
+    checkpoint = settings.checkpoint or str(cache_dir() / "checkpoints" / f"{MINI_NAME}.pt")
+    cfg = settings.train_config(checkpoint)
+    torch.manual_seed(settings.seed)
+    model = GPTModel(replace(MINI_CONFIG, drop_rate=settings.dropout))
     start, start_cpu = time.perf_counter(), time.process_time()
-    history = train(model, train_loader, val_loader, cfg, resume=args.resume)
-    train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    history = train(model, data.train_loader, data.val_loader, cfg, resume=settings.resume)
+    seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
     if not info.is_main:
         return None
 
-    out = Path(args.out)
-    save_mini(model, out, {"name": MINI_NAME, "config": asdict(MINI_CONFIG)})
     device = next(model.parameters()).device
-    model = load_mini(out).to(device)  # evaluate exactly what was saved (float16 -> float32)
-    # training loss on as many context-length windows as validation has, drawn across the text
-    train_sample = create_dataloader(
-        train_ids, args.batch_size, ctx, ctx, shuffle=True, drop_last=False, seed=args.seed
-    )
-    final_train = calc_loss_loader(model, train_sample, device, num_batches=len(val_loader))
-    final_val = calc_loss_loader(model, val_loader, device)
-    tokens = history.tokens_seen[-1]
-    gen = torch.Generator().manual_seed(args.seed)
-    samples = [
-        {
-            "prompt": prompt,
-            "settings": "temperature 0.8, top_k 50, 80 new tokens",
-            "text": generate_text(
-                model, prompt, 80, tokenizer, temperature=0.8, top_k=50, generator=gen
-            ),
-        }
-        for prompt in SAMPLE_PROMPTS
-    ] + [
-        {
-            "prompt": SAMPLE_PROMPTS[0],
-            "settings": "greedy, 60 new tokens",
-            "text": generate_text(model, SAMPLE_PROMPTS[0], 60, tokenizer),
-        }
-    ]
+    save_mini(model, settings.out, {"name": MINI_NAME})
+    model = load_mini(settings.out).to(device)  # evaluate exactly what was saved (float16)
     src = TEXTS["tiny-shakespeare"]
     manifest = {
         "name": MINI_NAME,
@@ -311,55 +339,33 @@ def pretrain(args: argparse.Namespace) -> dict[str, Any] | None:
             "sha256": src.sha256,
             "bytes": src.size,
             "split": "first 90 % of the characters train, last 10 % validate",
-            "train_tokens": len(train_ids),
-            "val_tokens": len(val_ids),
-        },
-        "command": _command(args),
-        "training": {
-            "steps": history.steps[-1],
-            "tokens": tokens,
-            "epochs": round(history.steps[-1] / len(train_loader), 3),
-            "windows_per_epoch": len(train_loader.dataset),
-            "global_batch_size": args.batch_size * info.world_size,
-            "processes": info.world_size,
-            "dropout": args.dropout,
-            "train_config": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_path"},
-            "wall_time_s": round(train_seconds, 1),
-            "tokens_per_s": round(tokens / train_seconds, 1),
-            "device": str(device),
-            "cpu_seconds": round(cpu_seconds, 1),  # this process's CPU time, all threads
-            "cpu_threads": torch.get_num_threads(),
-            "resumed": bool(args.resume),
-        },
-        "final": {
-            "evaluation": (
-                "float16 weights; mean loss over non-overlapping context-length windows: all of "
-                "the validation text, and as many windows sampled from the training text"
-            ),
-            "train_loss": round(final_train, 4),
-            "train_perplexity": round(perplexity(final_train), 2),
-            "val_loss": round(final_val, 4),
-            "val_perplexity": round(perplexity(final_val), 2),
-        },
+            "train_tokens": len(data.train_ids),
+            "val_tokens": len(data.val_ids),
+        },  # fmt: skip
+        "command": settings.command(),
+        "training": _training_record(
+            settings, history, data, cfg, seconds, device, info.world_size
+        ),  # fmt: skip
+        "final": _final_losses(model, data, settings),
         "history": _downsample(history.to_dict()),
-        "samples": samples,
+        "samples": _samples(model, data.tokenizer, settings.seed),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
     }
-    save_mini(model, out, manifest)
+    save_mini(model, settings.out, manifest)
     return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    settings = parse_args(argv)
     keep_freed_memory()
-    manifest = pretrain(args)
+    manifest = pretrain(settings)
     if manifest is not None:
-        final = manifest["final"]
+        final, training = manifest["final"], manifest["training"]
         print(
-            f"saved {args.out}: val loss {final['val_loss']:.3f} "
+            f"saved {settings.out}: val loss {final['val_loss']:.3f} "
             f"(perplexity {final['val_perplexity']:.1f}), "
-            f"{manifest['training']['tokens']:,} tokens in {manifest['training']['wall_time_s']} s",
+            f"{training['tokens']:,} tokens in {training['wall_time_s']} s",
             file=sys.stderr,
         )
 

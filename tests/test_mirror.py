@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2lib.testing import mirror
 from gpt2lib.config import GPTConfig
 from gpt2lib.files import FileFormatError
+from gpt2lib.testing import mirror
 from gpt2lib.testing.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
 from gpt2lib.weights import (
     GPT2_FILES,

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.teaching import GELU, LayerNorm
 from gpt2lib.params import count_parameters, gpt_parameter_count, memory_bytes
+from gpt2lib.teaching import GELU, LayerNorm
 
 SMALL = GPTConfig(vocab_size=128, context_length=32, emb_dim=48, n_heads=4, n_layers=2)
 

@@ -1,25 +1,28 @@
 """gpt2lib.pretrain: the committed mini GPT-2, its manifest, and saving/loading it."""
 
+import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.text import TEXTS
+from gpt2lib.files import FileFormatError
 from gpt2lib.pretrain import (
     MINI_CONFIG,
     MINI_NAME,
     PRETRAINED_DIR,
-    _command,
+    PretrainSettings,
     _downsample,
-    _parser,
     load_mini,
+    parse_args,
     read_manifest,
     save_mini,
-    sha256_file,
 )
+from gpt2lib.saving import load_model_config
 from gpt2lib.train import lm_loss
 
 MINI_DIR = PRETRAINED_DIR / MINI_NAME
@@ -39,10 +42,11 @@ def mini():
     return load_mini()
 
 
-def test_committed_weights_match_the_manifest(manifest):
-    weights = MINI_DIR / manifest["weights"]["file"]
-    assert sha256_file(weights) == manifest["weights"]["sha256"]
-    assert weights.stat().st_size == manifest["weights"]["bytes"] <= 16 * 2**20
+def test_committed_model_is_a_saved_model_with_its_manifest(manifest):
+    config = load_model_config(MINI_DIR)  # the one save format: saving.save_model
+    assert config["extra"] == manifest and config["gpt_config"] == MINI_CONFIG.__dict__
+    assert sorted(p.name for p in MINI_DIR.iterdir()) == ["config.json", "model.safetensors"]
+    assert (MINI_DIR / "model.safetensors").stat().st_size <= 16 * 2**20  # float16
     assert manifest["corpus"]["sha256"] == TEXTS["tiny-shakespeare"].sha256
     assert manifest["command"].startswith("python -m gpt2lib.pretrain ")
 
@@ -75,40 +79,62 @@ def test_mini_predicts_shakespeare_far_better_than_chance(mini):
     assert loss < 6.0 < math.log(MINI_CONFIG.vocab_size)
 
 
-def test_load_mini_rejects_a_corrupted_file(tmp_path, manifest):
+def test_load_mini_rejects_a_corrupted_file(tmp_path):
     copy = tmp_path / MINI_NAME
     shutil.copytree(MINI_DIR, copy)
-    weights = copy / manifest["weights"]["file"]
+    weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(FileFormatError, match="checksum"):
         load_mini(copy)
-    with pytest.raises(FileNotFoundError, match="manifest"):
+    with pytest.raises(FileNotFoundError, match="config.json"):
         load_mini(tmp_path)
 
 
 def test_save_and_load_round_trip_in_float16(tmp_path):
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=100, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
     for tied in (True, False):
-        model = GPTModel(GPTConfig(**{**cfg.__dict__, "tie_embeddings": tied}))
-        out = save_mini(model, tmp_path / str(tied), {"name": "tiny", "config": cfg.__dict__ | {
-            "tie_embeddings": tied}})  # fmt: skip
+        model = GPTModel(GPTConfig.tiny(vocab_size=100, context_length=16, tie_embeddings=tied))
+        out = save_mini(model, tmp_path / str(tied), {"name": "tiny"})
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # left as it was
         back = load_mini(out)
         for (name, a), b in zip(
             model.state_dict().items(), back.state_dict().values(), strict=True
         ):
             assert torch.equal(a.half().float(), b), name
         assert (back.lm_head.weight is back.wte.weight) == tied
+        assert read_manifest(out) == {"name": "tiny"}
 
 
-def test_command_spells_out_every_setting_and_downsampling_keeps_ends():
-    args = _parser().parse_args(["--out", "somewhere", "--lr", "0.001"])
-    command = _command(args)
+def test_command_line_fills_typed_settings_and_spells_out_every_setting():
+    settings = parse_args(["--out", "somewhere", "--lr", "0.001", "--no-progress"])
+    assert settings == PretrainSettings(out="somewhere", lr=0.001, progress=False)
+    command = settings.command()
     assert "--out somewhere" in command and "--lr 0.001" in command
-    assert "--max-steps" in command and "--seed 123" in command
+    assert "--max-steps 700" in command and "--seed 123" in command
+    assert "progress" not in command and "--device" not in command
+    assert parse_args(command.split()[3:]) == replace(settings, progress=True)  # it round-trips
+
+
+def test_downsampling_keeps_ends():
     history = {"steps": list(range(1000)), "val_loss": [float(i) for i in range(1000)]}
     small = _downsample(history, max_points=50)
     assert len(small["steps"]) == 50 and small["steps"][0] == 0 and small["steps"][-1] == 999
     assert small["val_loss"] == [float(s) for s in small["steps"]]
+
+
+def test_pretrain_runs_end_to_end(tmp_path):
+    """Two optimizer steps through the whole path: data, train, save, reload, evaluate, sample."""
+    from gpt2lib.pretrain import pretrain
+
+    settings = PretrainSettings(
+        out=str(tmp_path / "mini"), max_steps=2, batch_size=2, eval_every=1, eval_batches=1,
+        dtype="float32", checkpoint=str(tmp_path / "ck.pt"), progress=False,
+    )  # fmt: skip
+    manifest = pretrain(settings)
+    assert json.loads(json.dumps(manifest)) == read_manifest(tmp_path / "mini")  # betas: a list
+    assert manifest["training"]["steps"] == 2 and manifest["history"]["steps"] == [0, 1, 2]
+    assert manifest["command"] == settings.command() and len(manifest["samples"]) == 4
+    assert math.isfinite(manifest["final"]["val_loss"])
+    assert load_mini(tmp_path / "mini").cfg == MINI_CONFIG

@@ -21,6 +21,7 @@ import torch
 
 from gpt2lib.config import GPTConfig
 from gpt2lib.model import GPTModel
+from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
 from gpt2lib.tokenizer import BPE_FILES
 from gpt2lib.weights import (
     CONV1D_KEYS,
@@ -38,7 +39,6 @@ from gpt2lib.weights import (
     openai_params_from_gpt,
     openai_shapes,
 )
-from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
