@@ -311,19 +311,14 @@ def _validator(headers: Any) -> str | None:
     return (headers.get("Last-Modified") or "").strip() or None
 
 
-def _transfer_http(
-    source: str, part: Path, size: int | None, timeout: float, desc: str, progress: bool,
-    checked: bool, confirming: bool = False,
-) -> str:  # fmt: skip
-    """One attempt to complete ``part`` from ``source``, resuming it with a Range request.
+def _resume_point(
+    part: Path, size: int | None, checked: bool, confirming: bool
+) -> tuple[int, str | None]:
+    """``(offset, validator)``: where to resume ``part``, and the ``If-Range`` value to send.
 
-    Returns ``"complete"`` when ``part`` holds the whole body, ``"restart"`` when the attempt
-    should be repeated at once from byte zero, and ``"unconfirmed"`` when the body ended but its
-    length was stated nowhere. ``checked``: a sha256 will check the result. ``confirming``: this
-    request only asks whether anything follows the bytes we have. Raises
-    :class:`_TransientError` for failures worth a retry and :class:`_FatalError` for final ones.
+    A ``.part`` whose origin cannot be vouched for (no validator, and no sha256 to check the
+    result) is discarded, as is one longer than the expected size.
     """
-    host = urllib.parse.urlsplit(source).netloc
     offset = _size(part)
     validator_file = _validator_path(part)
     validator = validator_file.read_text().strip() if validator_file.is_file() else None
@@ -333,8 +328,12 @@ def _transfer_http(
     if size is not None and offset > size:
         _discard_part(part)
         offset = 0
-    if size is not None and offset == size and part.exists():
-        return "complete"  # a complete .part from an earlier run; it is checked next
+    return offset, validator
+
+
+def _request(source: str, part: Path, offset: int, validator: str | None, timeout: float) -> Any:
+    """The response to a (range) request, or ``"complete"`` / ``"restart"`` after a 416."""
+    host = urllib.parse.urlsplit(source).netloc
     req = urllib.request.Request(source, headers={"User-Agent": "gpt2lib"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
@@ -342,7 +341,7 @@ def _transfer_http(
             req.add_header("If-Range", validator)
     proxy = _proxy_for(source)
     try:
-        resp = _open(req, timeout)
+        return _open(req, timeout)
     except urllib.error.HTTPError as e:
         total = _parse_content_range(e.headers.get("Content-Range"))[1] if e.headers else None
         e.close()
@@ -361,53 +360,89 @@ def _transfer_http(
     except (ConnectionError, http.client.HTTPException, ssl.SSLError) as e:
         raise _TransientError(f"no response from {host}: {_describe(e)}") from e
 
-    with resp:
-        length = _header_int(resp.headers.get("Content-Length"))
-        if resp.status == 206:
-            start, total = _parse_content_range(resp.headers.get("Content-Range"))
-            if start != offset:
-                if not offset:
-                    raise _FatalError(f"unexpected partial response starting at byte {start}")
-                _discard_part(part)
-                return "restart"
-            if total is None and length is not None:
-                total = offset + length
-        else:  # 200: the whole file (a new version, or a server that ignores ranges)
-            if confirming:
-                raise _FatalError(
-                    "the server stated no length and does not answer Range requests, so the "
-                    "download cannot be checked for completeness; pass size= or sha256="
-                )
-            offset, total = 0, length
-            new_validator = _validator(resp.headers)
-            if new_validator:
-                validator_file.write_text(new_validator)
-            else:
-                validator_file.unlink(missing_ok=True)
-        if size is not None and total is not None and total != size:
+
+def _body_start(
+    resp: Any, part: Path, offset: int, size: int | None, confirming: bool
+) -> tuple[int, int | None] | str:
+    """``(offset the body starts at, total size or None)``, or ``"restart"``."""
+    length = _header_int(resp.headers.get("Content-Length"))
+    if resp.status == 206:
+        start, total = _parse_content_range(resp.headers.get("Content-Range"))
+        if start != offset:
+            if not offset:
+                raise _FatalError(f"unexpected partial response starting at byte {start}")
             _discard_part(part)
-            raise _FatalError(f"size mismatch: expected {size} bytes, the server has {total}")
-        received = 0
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            _progress(desc, total or size, offset, progress) as bar,
-        ):
-            while True:
-                try:
-                    chunk = resp.read1(CHUNK_SIZE)  # what has arrived: no bytes lost on error
-                except TimeoutError as e:
-                    msg = f"timed out after {offset + received} bytes (no data for {timeout} s)"
-                    raise _TransientError(msg) from e
-                except (ConnectionError, http.client.HTTPException, ssl.SSLError) as e:
-                    msg = f"connection lost after {offset + received} bytes: {_describe(e)}"
-                    raise _TransientError(msg) from e
-                if not chunk:
-                    break
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
+            return "restart"
+        if total is None and length is not None:
+            total = offset + length
+    else:  # 200: the whole file (a new version, or a server that ignores ranges)
+        if confirming:
+            raise _FatalError(
+                "the server stated no length and does not answer Range requests, so the "
+                "download cannot be checked for completeness; pass size= or sha256="
+            )
+        offset, total = 0, length
+        validator, validator_file = _validator(resp.headers), _validator_path(part)
+        if validator:
+            validator_file.write_text(validator)
+        else:
+            validator_file.unlink(missing_ok=True)
+    if size is not None and total is not None and total != size:
+        _discard_part(part)
+        raise _FatalError(f"size mismatch: expected {size} bytes, the server has {total}")
+    return offset, total
+
+
+def _read_body(
+    resp: Any, part: Path, offset: int, total: int | None, timeout: float, desc: str,
+    progress: bool,
+) -> int:  # fmt: skip
+    """Append the body to ``part`` (from ``offset``); return the bytes received."""
+    received = 0
+    with open(part, "ab" if offset else "wb") as f, _progress(desc, total, offset, progress) as bar:
+        while True:
+            try:
+                chunk = resp.read1(CHUNK_SIZE)  # what has arrived: no bytes lost on error
+            except TimeoutError as e:
+                msg = f"timed out after {offset + received} bytes (no data for {timeout} s)"
+                raise _TransientError(msg) from e
+            except (ConnectionError, http.client.HTTPException, ssl.SSLError) as e:
+                msg = f"connection lost after {offset + received} bytes: {_describe(e)}"
+                raise _TransientError(msg) from e
+            if not chunk:
+                break
+            f.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+    return received
+
+
+def _transfer_http(
+    source: str, part: Path, size: int | None, timeout: float, desc: str, progress: bool,
+    checked: bool, confirming: bool = False,
+) -> str:  # fmt: skip
+    """One attempt to complete ``part`` from ``source``, resuming it with a Range request.
+
+    Returns ``"complete"`` when ``part`` holds the whole body, ``"restart"`` when the attempt
+    should be repeated at once from byte zero, and ``"unconfirmed"`` when the body ended but its
+    length was stated nowhere. ``checked``: a sha256 will check the result. ``confirming``: this
+    request only asks whether anything follows the bytes we have. Raises
+    :class:`_TransientError` for failures worth a retry and :class:`_FatalError` for final ones.
+    """
+    offset, validator = _resume_point(part, size, checked, confirming)
+    if size is not None and offset == size and part.exists():
+        return "complete"  # a complete .part from an earlier run; it is checked next
+    resp = _request(source, part, offset, validator, timeout)
+    if isinstance(resp, str):
+        return resp
+    with resp:
+        start = _body_start(resp, part, offset, size, confirming)
+        if isinstance(start, str):
+            return start
+        offset, total = start
+        received = _read_body(resp, part, offset, total or size, timeout, desc, progress)
     if total is not None and offset + received != total:
         raise _TransientError(f"connection closed after {offset + received} of {total} bytes")
     if total is None and size is None and not checked:

@@ -101,6 +101,34 @@ def _last_logits(
     return model(idx, cache=cache, attention_mask=mask, last_only=True)[:, -1]  # (B, vocab)
 
 
+def _check_arguments(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    attention_mask: torch.Tensor | None,
+) -> None:
+    """Raise a ``ValueError`` that names what is wrong with :func:`generate`'s arguments."""
+    if idx.dim() != 2:
+        raise ValueError(
+            f"idx must be a (batch, tokens) tensor of token IDs, got shape {tuple(idx.shape)}"
+        )
+    if idx.shape[1] == 0:
+        raise ValueError("idx must hold at least one token per row (a prompt to continue)")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    check_token_ids(idx, model.cfg.vocab_size)
+    if attention_mask is not None:
+        if attention_mask.shape != idx.shape:
+            raise ValueError(
+                f"attention_mask must have idx's shape {tuple(idx.shape)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        check_attention_mask(attention_mask)
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
@@ -127,24 +155,7 @@ def generate(
     prompts of different lengths share a batch. ``dtype``: run under autocast to, e.g.,
     ``torch.bfloat16`` (None: the model's own dtype, exact).
     """
-    if idx.dim() != 2:
-        raise ValueError(
-            f"idx must be a (batch, tokens) tensor of token IDs, got shape {tuple(idx.shape)}"
-        )
-    if idx.shape[1] == 0:
-        raise ValueError("idx must hold at least one token per row (a prompt to continue)")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if attention_mask is not None and attention_mask.shape != idx.shape:
-        raise ValueError(
-            f"attention_mask must have idx's shape {tuple(idx.shape)}, "
-            f"got {tuple(attention_mask.shape)}"
-        )
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    check_token_ids(idx, model.cfg.vocab_size)
-    if attention_mask is not None:
-        check_attention_mask(attention_mask)
+    _check_arguments(model, idx, max_new_tokens, temperature, attention_mask)
     B, T = idx.shape
     model_dtype = next(model.parameters()).dtype
     cache = None

@@ -26,13 +26,13 @@ from gpt2lib.classifier import (
 from gpt2lib.lora import LinearWithLoRA, lora_parameter_count, lora_report
 from gpt2lib.train import TrainConfig, train
 
-TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = GPTConfig.tiny()
 PAD = 99
 
 
 def tiny_model(**overrides: object) -> GPTModel:
     torch.manual_seed(123)
-    return GPTModel(GPTConfig(**{**TINY.__dict__, **overrides})).eval()
+    return GPTModel(GPTConfig.tiny(**overrides)).eval()
 
 
 def trainable(model: nn.Module) -> set[str]:

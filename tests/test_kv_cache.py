@@ -10,7 +10,7 @@ from gpt2lib.fast import fastest_settings, optimize_for_inference
 from gpt2lib.generate import generate, generate_batch
 from gpt2lib.kv_cache import KVCache
 
-SMALL = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+SMALL = GPTConfig.tiny()
 PROMPTS = [[5, 17, 3], [8, 1, 2, 9, 44, 61, 7, 12], [70], [33, 34, 35, 36, 2]]
 
 

@@ -24,12 +24,12 @@ from gpt2lib.lora import (
 )
 from gpt2lib.params import gpt_parameter_count
 
-TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = GPTConfig.tiny()
 
 
 def tiny_model(**overrides: object) -> GPTModel:
     torch.manual_seed(123)
-    cfg = GPTConfig(**{**TINY.__dict__, **overrides})
+    cfg = GPTConfig.tiny(**overrides)
     return GPTModel(cfg).eval()
 
 

@@ -18,13 +18,13 @@ from gpt2lib.files import FileFormatError
 from gpt2lib.lora import LinearWithLoRA, apply_lora, lora_modules, merge_lora
 from gpt2lib.saving import load_model, load_model_config, save_model
 
-TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = GPTConfig.tiny()
 IDX = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 
 
 def tiny_model(**overrides: object) -> GPTModel:
     torch.manual_seed(123)
-    return GPTModel(GPTConfig(**{**TINY.__dict__, **overrides})).eval()
+    return GPTModel(GPTConfig.tiny(**overrides)).eval()
 
 
 def randomize_lora(model: GPTModel) -> None:

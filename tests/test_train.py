@@ -32,12 +32,12 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 import ddp_train  # noqa: E402
 
-TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = GPTConfig.tiny()
 
 
 def tiny_model(seed: int = 0, **overrides: object) -> GPTModel:
     torch.manual_seed(seed)
-    cfg = GPTConfig(**{**TINY.__dict__, **overrides})  # type: ignore[arg-type]
+    cfg = GPTConfig.tiny(**overrides)
     return GPTModel(cfg)
 
 

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
 REFERENCE = SHARED / "reference" / "openai-gpt2-124M"
 MIRROR = SHARED / "mirror"
-TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = GPTConfig.tiny()
 # GPT-2-shaped (OpenAI's format needs GPT-2's vocabulary), otherwise as small as possible
 TINY_GPT2 = GPTConfig(context_length=24, emb_dim=16, n_heads=2, n_layers=2, tie_embeddings=True)
 

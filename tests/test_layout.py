@@ -1,0 +1,94 @@
+"""The package's shape: no import cycles, the core knows nothing of test tooling, small functions.
+
+Read from the source with :mod:`ast`, imports inside functions included, so a lazy import
+cannot hide a cycle (imports under ``if TYPE_CHECKING:`` serve annotations only and never run).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gpt2lib"
+MAX_LINES = 60  # a longer function states why in its docstring ("Long: ...")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", "") == "TYPE_CHECKING":
+                stack.extend(child.orelse)
+            else:
+                stack.append(child)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The gpt2lib modules ``path`` imports (``from .x import y`` resolved, y a module or not)."""
+    name, found = module_name(path), set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("gpt2lib")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            elif node.module and node.module.startswith("gpt2lib"):
+                target = node.module
+            else:
+                continue
+            found.add(target)
+            found |= {f"{target}.{a.name}" for a in node.names}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imports_of(path) & set(files) - {name} for name, path in files.items()}
+
+
+def test_no_import_cycles() -> None:
+    edges, state, cycles = graph(), {}, []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "active"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "active":
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_the_core_never_imports_test_tooling() -> None:
+    offenders = {
+        name: sorted(i for i in imports if i.startswith("gpt2lib.testing"))
+        for name, imports in graph().items()
+        if not name.startswith("gpt2lib.testing")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_functions_are_short_or_say_why() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES and "Long:" not in (ast.get_docstring(node) or ""):
+                    long.append(f"{module_name(path)}.{node.name}: {lines} lines")
+    assert long == []
