@@ -458,3 +458,36 @@ def test_stale_checkpoint_temporary_of_a_killed_save_is_removed(tmp_path):
     assert len(leftovers) == 1 and leftovers[0].startswith(".ck.pt.") and "tmp" in leftovers[0]
     save_checkpoint(tmp_path / "ck.pt", tiny_model())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_train_without_schedule_and_clipping_is_the_plain_loop():
+    """Oracle: chapter 3's hand-written loop and train() compute the same run, bit for bit."""
+    torch.manual_seed(5)
+    ids = torch.randint(0, TINY.vocab_size, (8 * 20 + 1,))
+    train_loader = DataLoader(
+        SlidingWindowDataset(ids, 8, 8), batch_size=2, generator=torch.Generator()
+    )
+    val_loader = DataLoader(
+        SlidingWindowDataset(ids[:41], 8, 8), batch_size=2, generator=torch.Generator()
+    )
+    cfg = quiet(
+        epochs=2, lr=5e-3, schedule="constant", grad_clip=None, eval_every=4, eval_batches=2
+    )
+    plain, library = tiny_model(drop_rate=0.2), tiny_model(drop_rate=0.2)
+
+    torch.manual_seed(cfg.seed)
+    optimizer, losses, step = build_optimizer(plain, cfg), [], 0
+    for _ in range(cfg.epochs):
+        plain.train()
+        for inputs, targets in train_loader:
+            loss = calc_loss_batch(plain, inputs, targets, "cpu")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % cfg.eval_every == 0:
+                losses.append(calc_loss_loader(plain, val_loader, "cpu", num_batches=2))
+
+    history = train(library, train_loader, val_loader, cfg)
+    assert history.val_loss[1:] == losses  # [0] is the evaluation before the first step
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), library.parameters()))
