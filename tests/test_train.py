@@ -490,4 +490,4 @@ def test_train_without_schedule_and_clipping_is_the_plain_loop():
 
     history = train(library, train_loader, val_loader, cfg)
     assert history.val_loss[1:] == losses  # [0] is the evaluation before the first step
-    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), library.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), library.parameters(), strict=True))
