@@ -55,7 +55,11 @@ def next_token(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row from (B, vocab) logits: argmax at temperature 0, else sample."""
+    """Pick one token per row from (B, vocab) logits: argmax at temperature 0, else sample.
+
+    ``generator`` may live on another device than ``logits``: the sampling then runs on the
+    generator's device, so a seeded CPU generator gives the same tokens for a model on the GPU.
+    """
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if temperature == 0.0:
@@ -66,6 +70,11 @@ def next_token(
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
     probs = torch.softmax(logits.float(), dim=-1)
+    if generator is not None and generator.device != probs.device:
+        # sample where the generator lives (e.g. a CPU generator with a model on the GPU), so
+        # that one seed gives the same tokens on every device, then come back
+        token = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return token.to(logits.device)  # (B, 1)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -284,39 +284,25 @@ def _read_hparams(ckpt_dir: Path) -> dict[str, int]:
     return hparams
 
 
-def _checkpoint_prefix(tf: Any, ckpt_dir: Path) -> str:
-    # the `checkpoint` file names the prefix; fall back to OpenAI's name if it points elsewhere
-    try:
-        latest = tf.train.latest_checkpoint(str(ckpt_dir))
-    except Exception:  # an unreadable `checkpoint` file: use OpenAI's name
-        latest = None
-    candidates = [latest, str(ckpt_dir / "model.ckpt")]
-    prefix = next((c for c in candidates if c and Path(c + ".index").is_file()), None)
+def _checkpoint_prefix(ckpt_dir: Path) -> str:
+    """The checkpoint's path prefix: what the ``checkpoint`` file names, else ``model.ckpt``."""
+    candidates = []
+    state = ckpt_dir / "checkpoint"
+    if state.is_file():
+        found = re.search(
+            r'^model_checkpoint_path:\s*"([^"]+)"', state.read_text(errors="replace"), re.M
+        )
+        if found:
+            candidates.append(str(ckpt_dir / found.group(1)))  # relative to the folder
+    candidates.append(str(ckpt_dir / "model.ckpt"))
+    prefix = next((c for c in candidates if Path(c + ".index").is_file()), None)
     if prefix is None:
         raise FileNotFoundError(f"no TensorFlow checkpoint (model.ckpt.index) in {ckpt_dir}")
     return prefix
 
 
-def load_openai_checkpoint(
-    ckpt_dir: str | os.PathLike,
-) -> tuple[dict[str, int], dict[str, np.ndarray]]:
-    """Read ``hparams.json`` and the TensorFlow checkpoint in ``ckpt_dir``.
-
-    Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
-    array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``).
-    A damaged file raises :class:`~gpt2lib.files.FileFormatError` naming it (and the tensor):
-    a truncated data file is caught before any tensor is read.
-    """
-    ckpt_dir = Path(ckpt_dir)
-    hparams = _read_hparams(ckpt_dir)
-    tf = _import_tensorflow()
-    prefix = _checkpoint_prefix(tf, ckpt_dir)
-    try:
-        variables = tf.train.list_variables(prefix)
-    except Exception as err:  # TensorFlow raises its own errors for a bad index
-        raise FileFormatError(
-            prefix + ".index", f"not a readable checkpoint index ({err})"
-        ) from None
+def _check_data_size(prefix: str, variables: list[tuple[str, list[int]]]) -> None:
+    """A data file shorter than its index's float32 tensors is truncated: say so, naming it."""
     data = sorted(Path(prefix).parent.glob(Path(prefix).name + ".data-*"))
     needed = 4 * sum(math.prod(shape) for _, shape in variables)  # float32 tensors
     have = sum(f.stat().st_size for f in data)
@@ -325,13 +311,51 @@ def load_openai_checkpoint(
         raise FileFormatError(
             where, f"truncated: {have:,} bytes, but its index lists {needed:,} bytes of tensors"
         )
+
+
+def _read_with_tensorflow(prefix: str) -> dict[str, np.ndarray]:
+    """The reference reader: TensorFlow's own (``pip install gpt2lib[tf]``)."""
+    tf = _import_tensorflow()
+    try:
+        variables = tf.train.list_variables(prefix)
+    except Exception as err:  # TensorFlow raises its own errors for a bad index
+        raise FileFormatError(
+            prefix + ".index", f"not a readable checkpoint index ({err})"
+        ) from None
+    _check_data_size(prefix, variables)
     params = {}
     for name, _ in variables:
         try:
             params[name] = np.asarray(tf.train.load_variable(prefix, name), dtype=np.float32)
         except Exception as err:
             raise FileFormatError(prefix, f"cannot read tensor {name!r} ({err})") from None
-    return hparams, params
+    return params
+
+
+def load_openai_checkpoint(
+    ckpt_dir: str | os.PathLike, *, reader: Literal["numpy", "tensorflow"] = "numpy"
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Read ``hparams.json`` and the TensorFlow checkpoint in ``ckpt_dir``.
+
+    Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
+    array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``).
+    ``reader="numpy"`` (the default) reads the files with :mod:`gpt2lib.tensor_bundle`, without
+    TensorFlow; ``"tensorflow"`` uses TensorFlow's reader, the reference. A damaged file raises
+    :class:`~gpt2lib.files.FileFormatError` naming it (and the tensor): a truncated data file
+    is caught before any tensor is read.
+    """
+    from . import tensor_bundle
+
+    ckpt_dir = Path(ckpt_dir)
+    hparams = _read_hparams(ckpt_dir)
+    prefix = _checkpoint_prefix(ckpt_dir)
+    if reader == "tensorflow":
+        return hparams, _read_with_tensorflow(prefix)
+    if reader != "numpy":
+        raise ValueError(f"reader must be 'numpy' or 'tensorflow', got {reader!r}")
+    _check_data_size(prefix, tensor_bundle.list_variables(prefix))
+    params = tensor_bundle.load_tensors(prefix)
+    return hparams, {name: value.astype(np.float32, copy=False) for name, value in params.items()}
 
 
 def model_from_openai_checkpoint(

@@ -155,3 +155,28 @@ def test_bad_attention_masks_are_rejected(model):
         generate(model, idx, 2, attention_mask=torch.tensor([[0, 0, 0], [1, 1, 1]]))
     with pytest.raises(ValueError, match="only 0"):
         model(idx, attention_mask=torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 1.0]]))
+
+
+def test_sampling_happens_on_the_generators_device(monkeypatch):
+    """A CPU generator with a model on the GPU crashed torch.multinomial ("Expected a 'cuda'
+    device type for generator"). Sampling moves to the generator's device and back."""
+    seen = {}
+
+    def recording(probs, num_samples, generator=None):
+        seen["probs"], seen["generator"] = probs.device, generator.device
+        return torch.zeros(probs.shape[0], num_samples, dtype=torch.long)  # "drawn" there
+
+    class MetaGenerator:  # stands in for a generator on another device than the logits
+        device = torch.device("meta")
+
+    monkeypatch.setattr(torch, "multinomial", recording)
+    token = next_token(torch.randn(2, 10), temperature=1.0, generator=MetaGenerator())
+    assert seen == {"probs": torch.device("meta"), "generator": torch.device("meta")}
+    assert token.shape == (2, 1) and token.device == torch.device("cpu")
+
+
+def test_same_seed_same_tokens_with_a_generator_on_the_logits_device():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    a = next_token(logits, 0.8, top_k=10, generator=torch.Generator().manual_seed(7))
+    b = next_token(logits, 0.8, top_k=10, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)

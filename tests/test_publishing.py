@@ -110,3 +110,15 @@ def test_license_and_citation() -> None:
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["license"] == "Apache-2.0"
     assert any("From Scratch" in ref["title"] for ref in citation["references"])
+
+
+def test_the_readmes_jupyter_lab_command_exists() -> None:
+    """README: `.venv/bin/jupyter lab book/` after the set-up command (jupyterlab is required)."""
+    assert "jupyter lab book/" in (ROOT / "README.md").read_text()
+    version = subprocess.run(
+        [sys.executable, "-m", "jupyterlab", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.strip()[0].isdigit()
