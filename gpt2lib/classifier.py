@@ -40,6 +40,7 @@ from torch import nn
 
 from .lora import Targets, apply_lora, mark_only_lora_as_trainable
 from .model import GPTModel, eval_mode
+from .profile import rehearsal_cap
 
 if TYPE_CHECKING:
     import tiktoken
@@ -218,6 +219,7 @@ def calc_accuracy_loader(
     in eval mode; the model's mode is restored afterwards."""
     if num_batches is not None and num_batches <= 0:
         raise ValueError(f"num_batches must be positive or None, got {num_batches}")
+    num_batches = rehearsal_cap(num_batches, "batches")
     with eval_mode(model):
         correct, total = _count_correct(model, itertools.islice(loader, num_batches), device, pool)
     return correct / total if total else float("nan")
@@ -229,7 +231,7 @@ def predict_loader(
     """``(labels, predictions)`` of every example in ``loader``, as two CPU long tensors."""
     labels, preds = [], []
     with eval_mode(model), torch.no_grad():
-        for batch in loader:
+        for batch in itertools.islice(loader, rehearsal_cap(None, "batches")):
             logits, y = _batch_logits(model, batch, device, pool)
             labels.append(y.cpu())
             preds.append(logits.argmax(dim=-1).cpu())

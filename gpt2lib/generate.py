@@ -23,6 +23,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .model import check_attention_mask, check_token_ids, eval_mode
+from .profile import rehearsal_cap
 from .tokenizer import get_tokenizer
 
 
@@ -165,6 +166,7 @@ def generate(
     ``torch.bfloat16`` (None: the model's own dtype, exact).
     """
     _check_arguments(model, idx, max_new_tokens, temperature, attention_mask)
+    max_new_tokens = rehearsal_cap(max_new_tokens, "new_tokens")  # scripts/rehearse.py
     B, T = idx.shape
     model_dtype = next(model.parameters()).dtype
     cache = None

@@ -27,3 +27,26 @@ def get_profile() -> Profile:
 def choose(full: T, offline: T) -> T:
     """Pick the value for the active profile: ``choose(full=10, offline=1)``."""
     return full if get_profile() == "full" else offline
+
+
+# --- the rehearsal of the full profile ------------------------------------------------------
+
+REHEARSAL_ENV = "GPT2LIB_REHEARSAL"
+# what a rehearsal caps (scripts/rehearse.py): optimizer steps of a training run, batches of an
+# evaluation pass, new tokens of a generation. Nothing else changes: the code path, the model
+# sizes and the settings are the full profile's.
+REHEARSAL_CAPS = {"steps": 2, "batches": 2, "new_tokens": 4}
+
+
+def rehearsal() -> bool:
+    """Whether this is a rehearsal run (``GPT2LIB_REHEARSAL=1``): loop counts are capped."""
+    return os.environ.get(REHEARSAL_ENV, "").strip() not in ("", "0")
+
+
+def rehearsal_cap(count: int | None, what: str) -> int | None:
+    """``count`` capped at ``REHEARSAL_CAPS[what]`` in a rehearsal (``None``: "all" is capped too);
+    ``count`` itself otherwise."""
+    if not rehearsal():
+        return count
+    cap = REHEARSAL_CAPS[what]
+    return cap if count is None else min(count, cap)

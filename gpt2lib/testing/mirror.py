@@ -141,6 +141,46 @@ def _is_current(entry: dict[str, Any] | None, ckpt: Path, fingerprint: str) -> b
     return on_disk == sorted(files) and all(sha256_file(ckpt / f) == h for f, h in files.items())
 
 
+def _source_files(out: Path, source: str | os.PathLike | None) -> bool | Path:
+    """Link ``source``'s files into ``out``; return where the BPE files come from."""
+    if source is None:
+        return True  # through the download layer
+    source = Path(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"source mirror {source} is not a directory")
+    _link_tree(source, out)
+    encodings = source / ENCODINGS_PATH
+    return encodings if (encodings / "encoder.json").is_file() else True
+
+
+def _write_models(
+    out: Path, models: dict[str, MirrorModel], encoder_files: bool | Path
+) -> dict[str, GPTModel]:
+    """Write each model that changed under ``MODELS_PATH/<name>/``; record it in
+    ``stand-ins.json``. Returns the models built."""
+    manifest_path = out / "stand-ins.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    built = {}
+    for name, entry in models.items():
+        model = built[name] = entry.build()
+        ckpt = out / MODELS_PATH / name
+        fingerprint = _fingerprint(model, entry.description)
+        if not _is_current(manifest.get(name), ckpt, fingerprint):
+            write_openai_checkpoint(
+                model, ckpt, encoder_files=encoder_files, overwrite=True,
+                description=entry.description,
+            )  # fmt: skip
+        manifest[name] = {
+            "description": entry.description,
+            "hparams": hparams_from_config(model.cfg),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "fingerprint": fingerprint,
+            "files": {f.name: sha256_file(f) for f in sorted(ckpt.iterdir())},
+        }
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return built
+
+
 def build_mirror(
     out: str | os.PathLike,
     source: str | os.PathLike | None = None,
@@ -160,35 +200,49 @@ def build_mirror(
         raise ValueError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    encoder_files: bool | Path = True
-    if source is not None:
-        source = Path(source)
-        if not source.is_dir():
-            raise FileNotFoundError(f"source mirror {source} is not a directory")
-        if (source / ENCODINGS_PATH / "encoder.json").is_file():
-            encoder_files = source / ENCODINGS_PATH
     with file_lock(out / ".build.lock"):  # several test sessions may build at once
-        if source is not None:
-            _link_tree(source, out)
-        manifest_path = out / "stand-ins.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        for name in models:
-            model, description = MODELS[name].build(), MODELS[name].description
-            ckpt = out / MODELS_PATH / name
-            fingerprint = _fingerprint(model, description)
-            if not _is_current(manifest.get(name), ckpt, fingerprint):
-                write_openai_checkpoint(
-                    model, ckpt, encoder_files=encoder_files, overwrite=True,
-                    description=description,
-                )  # fmt: skip
-            manifest[name] = {
-                "description": MODELS[name].description,
-                "hparams": hparams_from_config(model.cfg),
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "fingerprint": fingerprint,
-                "files": {f.name: sha256_file(f) for f in sorted(ckpt.iterdir())},
-            }
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        encoder_files = _source_files(out, source)
+        _write_models(out, {name: MODELS[name] for name in models}, encoder_files)
+    return out
+
+
+# --- the rehearsal of the full profile ----------------------------------------------------------
+
+REHEARSAL_SIZES = ("124M", "355M")
+HF_NAMES = {"124M": "gpt2", "355M": "gpt2-medium"}
+
+
+def rehearsal_model(size: str) -> MirrorModel:
+    """A seeded random stand-in with GPT-2 ``size``'s shape, for the rehearsal only."""
+    return MirrorModel(
+        functools.partial(random_gpt2, GPTConfig.gpt2(size, tie_embeddings=True), 123),
+        f"rehearsal: random weights (seed 123) in GPT-2 {size}'s shape, not OpenAI's GPT-2",
+    )
+
+
+def build_rehearsal_mirror(
+    out: str | os.PathLike,
+    source: str | os.PathLike | None = None,
+    sizes: Sequence[str] = REHEARSAL_SIZES,
+) -> Path:
+    """A mirror for ``scripts/rehearse.py``: ``source``'s files, plus seeded random stand-ins
+    served *at OpenAI's paths* for ``sizes`` and at the Hugging Face hub's paths of the same
+    models, each with a ``gpt2lib.json`` that says "rehearsal: random weights".
+
+    This is the only place a stand-in sits under OpenAI's names: the full profile's code path
+    runs on it at the real model sizes, and nothing it computes is GPT-2's.
+    """
+    from ..weights import export_hf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out / ".build.lock"):
+        encoder_files = _source_files(out, source)
+        built = _write_models(out, {s: rehearsal_model(s) for s in sizes}, encoder_files)
+        for size, model in built.items():
+            hub = out / "huggingface.co" / "openai-community" / HF_NAMES[size] / "resolve" / "main"
+            if not (hub / "model.safetensors").is_file():
+                export_hf(model, hub, overwrite=True)
     return out
 
 
@@ -342,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.add_argument("out", type=Path)
     build.add_argument("--source", type=Path, help="a mirror whose files to include")
     build.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
+    build.add_argument(
+        "--rehearsal", action="store_true",
+        help="serve random stand-ins at OpenAI's 124M/355M paths (scripts/rehearse.py)",
+    )  # fmt: skip
     run = commands.add_parser("serve", help="serve a mirror on 127.0.0.1")
     run.add_argument("out", type=Path)
     run.add_argument("--port", type=int, default=0)
@@ -349,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "build":
         models = [m for m in args.models.split(",") if m]
         try:
-            build_mirror(args.out, args.source, models)
+            if args.rehearsal:
+                build_rehearsal_mirror(args.out, args.source)
+            else:
+                build_mirror(args.out, args.source, models)
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
         print(f"built {args.out} with {', '.join(models) or 'no models'}")
