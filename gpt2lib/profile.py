@@ -4,6 +4,10 @@
 GPT-2 weights; ``GPT2LIB_PROFILE=offline`` runs the same code small enough for a 2-core CPU with
 no internet (the test suite and CI set it). Chapters read it through :func:`get_profile` or
 :func:`choose`; nothing else in the library looks at the environment to guess where it runs.
+
+``GPT2LIB_REHEARSAL=1`` (set by ``scripts/rehearse.py`` only) caps the loop counts of a run
+(:data:`REHEARSAL_CAPS`), so that the full profile can be executed end to end in CI on random
+stand-ins at the real model sizes.
 """
 
 from __future__ import annotations
