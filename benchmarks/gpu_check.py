@@ -198,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     from conftest import offline_environment
 
     env = offline_environment()  # the offline profile, the local mirror, a fresh cache
-    os.environ["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # chapters pick their device with get_device()
     device_name, slug = _device_name(args.device)

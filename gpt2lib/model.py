@@ -170,9 +170,10 @@ class GPTModel(nn.Module):
                 f"sequence of {past + T} tokens is longer than the model's context_length "
                 f"({self.cfg.context_length}); crop it, e.g. idx[:, -{self.cfg.context_length}:]"
             )
-        check_token_ids(idx, self.cfg.vocab_size)
-        if attention_mask is not None and past == 0:  # checked once, when a sequence starts
-            check_attention_mask(attention_mask)
+        if past == 0:  # checked when a sequence starts: no device sync per decoding step
+            check_token_ids(idx, self.cfg.vocab_size)
+            if attention_mask is not None:
+                check_attention_mask(attention_mask)
         pos, mask = self._positions(B, T, past, attention_mask, idx.device)  # (T,)|(B, T)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.h:

@@ -240,7 +240,9 @@ def _data_file(prefix: str | os.PathLike, shard: int, shards: int) -> Path:
 
 
 def load_tensors(
-    prefix: str | os.PathLike, names: list[str] | None = None
+    prefix: str | os.PathLike,
+    names: list[str] | None = None,
+    index: dict[str, BundleEntry] | None = None,
 ) -> dict[str, np.ndarray]:
     """The tensors of the checkpoint at ``prefix`` (all, or ``names``) as numpy arrays.
 
@@ -248,7 +250,7 @@ def load_tensors(
     tensor whose bytes fail their checksum, raises :class:`~gpt2lib.files.FileFormatError`
     naming the data file and the tensor.
     """
-    index = read_index(prefix)
+    index = index if index is not None else read_index(prefix)  # pass it to read it once
     missing = sorted(set(names or []) - set(index))
     if missing:
         raise KeyError(f"{prefix}.index has no tensor(s) {missing}")

@@ -354,8 +354,9 @@ def load_openai_checkpoint(
         return hparams, _read_with_tensorflow(prefix)
     if reader != "numpy":
         raise ValueError(f"reader must be 'numpy' or 'tensorflow', got {reader!r}")
-    _check_data_size(prefix, tensor_bundle.list_variables(prefix))
-    params = tensor_bundle.load_tensors(prefix)
+    index = tensor_bundle.read_index(prefix)
+    _check_data_size(prefix, [(name, list(e.shape)) for name, e in index.items()])
+    params = tensor_bundle.load_tensors(prefix, index=index)
     return hparams, {name: value.astype(np.float32, copy=False) for name, value in params.items()}
 
 

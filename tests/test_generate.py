@@ -180,3 +180,14 @@ def test_same_seed_same_tokens_with_a_generator_on_the_logits_device():
     a = next_token(logits, 0.8, top_k=10, generator=torch.Generator().manual_seed(7))
     b = next_token(logits, 0.8, top_k=10, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_token_ids_are_checked_when_a_sequence_starts_not_at_every_step(model, monkeypatch):
+    """The check syncs the device; decoding steps feed the model's own tokens, always valid."""
+    from gpt2lib import model as model_module
+
+    calls = []
+    real = model_module.check_token_ids
+    monkeypatch.setattr(model_module, "check_token_ids", lambda *a: calls.append(1) or real(*a))
+    generate(model, torch.tensor([[1, 2, 3]]), 8)  # cached: one prefill, then 7 decoding steps
+    assert len(calls) == 1

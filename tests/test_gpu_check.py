@@ -56,3 +56,23 @@ def test_report_names_every_step() -> None:
         and "| chapter 01.ipynb (offline profile) | 3.0 | ran through |" in report
     )
     assert "FAILED: RuntimeError: x" in report and "700 steps, validation loss 5.151" in report
+
+
+def test_cuda_devices_are_left_visible_unless_cpu_is_asked_for(monkeypatch) -> None:
+    """The check once set CUDA_VISIBLE_DEVICES="" when it was unset, hiding every GPU."""
+    import benchmarks.gpu_check as check
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(check, "_device_name", lambda device: (device, "x"))
+    monkeypatch.setattr(check, "table", lambda *a: "")
+    monkeypatch.setattr("conftest.offline_environment", lambda: {})
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    seen = {}
+
+    def fake_pretrain(device, steps, home):
+        seen["visible"] = __import__("os").environ.get("CUDA_VISIBLE_DEVICES")
+        return {"error": None}
+
+    monkeypatch.setattr(check, "_pretrain", fake_pretrain)
+    check.main(["--device", "cuda", "--skip", "chapters,benchmark", "--out", "/tmp/gpu-check-test"])
+    assert seen["visible"] is None
