@@ -127,8 +127,11 @@ class MultiHeadAttention(nn.Module):
         plain causal attention.
         """
         q, k, v, attn_mask = self._qkv(x, attn_mask, cache)  # (B, nh, T, hs), (B, nh, S, hs)
-        # no mask: causal when S == T; otherwise one new query, which may see every key
-        is_causal = attn_mask is None and q.shape[2] == k.shape[2]
+        # no mask left means S == T (plain causal) or a single new query, which sees every key
+        # (_qkv made a mask for the other cases); a branch, so that tracing sees a plain bool
+        is_causal = False
+        if attn_mask is None and q.shape[2] > 1:
+            is_causal = True
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal

@@ -46,7 +46,7 @@ class Checkpoint:
 # TrainConfig fields a resumed run may change; every other field defines the run
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "epochs", "eval_every", "eval_batches", "eval_at_start", "checkpoint_path",
-     "checkpoint_every", "device", "progress"}
+     "checkpoint_every", "device", "progress", "compile", "fused_optimizer"}
 )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tiktoken
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from .kv_cache import KVCache
 from .model import check_attention_mask, check_token_ids, eval_mode
 from .profile import rehearsal_cap
+from .static_decode import decoder_for, fits
 from .tokenizer import get_tokenizer
 
 
@@ -139,6 +140,58 @@ def _check_arguments(
         check_attention_mask(attention_mask)
 
 
+LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _logits_source(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    dtype: torch.dtype | None,
+    use_cache: bool,
+    compile: bool | None,
+) -> LogitsFn:
+    """``next_logits(idx, mask)``: the logits (B, vocab) after all of ``idx`` so far.
+
+    The default path feeds the model what it has not seen (with a :class:`KVCache`, or the
+    whole window without). The static path (:mod:`gpt2lib.static_decode`) prefills once, then
+    runs its compiled one-token step; it is used when ``compile`` is True, or None and the
+    model has a decoder (from :func:`~gpt2lib.fast.optimize_for_inference`), and the whole
+    sequence fits in the context.
+    """
+    if compile and not use_cache:
+        raise ValueError("compile=True needs use_cache=True (the compiled step keeps a cache)")
+    decoder = None
+    if use_cache and compile is not False and fits(model, idx.shape[1], max_new_tokens):
+        decoder = decoder_for(model, create=bool(compile))
+    if decoder is not None:
+        session = None
+
+        def static(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            nonlocal session
+            if session is None:
+                logits, session = decoder.start(model, idx, max_new_tokens, mask, dtype)
+                return logits
+            return session.step(idx[:, -1:])
+
+        return static
+    cache = None
+    if use_cache:
+        B, T = idx.shape
+        max_len = min(model.cfg.context_length, T + max_new_tokens)
+        model_dtype = next(model.parameters()).dtype
+        cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype or model_dtype)
+    fed = 0  # columns of idx the model has seen (and the cache holds, if it still fits)
+
+    def default(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        nonlocal fed
+        logits = _last_logits(model, idx, mask, cache, fed)
+        fed = idx.shape[1]
+        return logits
+
+    return default
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
@@ -153,6 +206,7 @@ def generate(
     use_cache: bool = True,
     attention_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
+    compile: bool | None = None,
 ) -> torch.Tensor:
     """Extend the token IDs ``idx`` (B, T) by up to ``max_new_tokens``; returns (B, T + n).
 
@@ -163,23 +217,20 @@ def generate(
     ``use_cache``: keep keys and values in a :class:`~gpt2lib.kv_cache.KVCache` (same tokens,
     much faster). ``attention_mask`` (B, T): 1 for prompt tokens, 0 for left padding, so that
     prompts of different lengths share a batch. ``dtype``: run under autocast to, e.g.,
-    ``torch.bfloat16`` (None: the model's own dtype, exact).
+    ``torch.bfloat16`` (None: the model's own dtype, exact). ``compile``: True decodes with
+    the compiled static step of :mod:`gpt2lib.static_decode` (CUDA graphs on a GPU), False
+    never does, None (default) does if :func:`~gpt2lib.fast.optimize_for_inference` set it up.
     """
     _check_arguments(model, idx, max_new_tokens, temperature, attention_mask)
     max_new_tokens = rehearsal_cap(max_new_tokens, "new_tokens")  # scripts/rehearse.py
-    B, T = idx.shape
+    B = idx.shape[0]
     model_dtype = next(model.parameters()).dtype
-    cache = None
-    if use_cache:
-        max_len = min(model.cfg.context_length, T + max_new_tokens)
-        cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype or model_dtype)
+    next_logits = _logits_source(model, idx, max_new_tokens, dtype, use_cache, compile)
     mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
     done = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
-    fed = 0  # columns of idx the model has seen (and the cache holds, if it still fits)
     with eval_mode(model), _autocast(idx.device, dtype, model_dtype):
         for _ in range(max_new_tokens):
-            logits = _last_logits(model, idx, mask, cache, fed)  # (B, vocab)
-            fed = idx.shape[1]
+            logits = next_logits(idx, mask)  # (B, vocab)
             token = next_token(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
             if eos_id is not None:
                 token = token.masked_fill(done, eos_id)

@@ -117,9 +117,10 @@ class PretrainSettings:
     checkpoint: str | None = None  # default: <GPT2LIB_HOME>/checkpoints/mini-shakespeare.pt
     resume: bool = False  # continue from the checkpoint
     progress: bool = True
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the steps (auto: on CUDA)
 
     # settings that do not change what is trained, left out of the recorded command
-    NOT_RECORDED = ("out", "device", "checkpoint", "resume", "progress")
+    NOT_RECORDED = ("out", "device", "checkpoint", "resume", "progress", "compile")
 
     def command(self) -> str:
         """The full command line, every setting that shapes the model spelled out."""
@@ -139,6 +140,8 @@ class PretrainSettings:
             eval_batches=self.eval_batches, checkpoint_path=checkpoint,
             checkpoint_every=self.eval_every * 5, seed=self.seed, device=self.device,
             dtype=self.dtype, progress=self.progress,
+            compile="auto" if self.compile == "auto" else self.compile == "on",
+            fused_optimizer="auto" if self.compile == "auto" else self.compile == "on",
         )  # fmt: skip
 
 
@@ -159,6 +162,9 @@ def parse_args(argv: list[str] | None = None) -> PretrainSettings:
             parser.add_argument(flag, action="store_true")
         elif f.name == "dtype":
             parser.add_argument(flag, choices=("float32", "bfloat16"), default=default)
+        elif f.name == "compile":
+            parser.add_argument(flag, choices=("auto", "on", "off"), default=default,
+                                help="torch.compile and fused AdamW (auto: on CUDA only)")  # fmt: skip
         else:
             parser.add_argument(flag, type=type(default) if default is not None else str,
                                 default=default)  # fmt: skip

@@ -192,6 +192,8 @@ class TrainConfig:
     device: str | None = None  # None: CUDA, then MPS, then CPU (torchrun: cuda:LOCAL_RANK)
     dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast forward passes
     progress: bool = True  # a tqdm bar on stderr (rank 0 only)
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the training step; auto: on CUDA
+    fused_optimizer: bool | Literal["auto"] = "auto"  # AdamW's fused kernel; auto: on CUDA
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.epochs is None:
@@ -214,6 +216,21 @@ class TrainConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        for name in ("compile", "fused_optimizer"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise ValueError(
+                    f"TrainConfig.{name} must be True, False or 'auto', got {getattr(self, name)!r}"
+                )
+
+    def switch(self, name: Literal["compile", "fused_optimizer"], device: torch.device) -> bool:
+        """Whether ``compile`` or ``fused_optimizer`` is on for ``device`` ("auto": on CUDA).
+
+        On a GPU both pay off (kernel fusion, one optimizer kernel instead of several per
+        tensor). On a CPU compiling takes longer than a chapter's training saves, and fused
+        AdamW changes the last bits of every step, so "auto" leaves both off there.
+        """
+        value = getattr(self, name)
+        return torch.device(device).type == "cuda" if value == "auto" else bool(value)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run for a loader of ``steps_per_epoch`` batches."""
@@ -249,7 +266,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
     Matrices (linear weights, the token and position embeddings) are decayed; biases and
     LayerNorm scales and shifts (1-D) are not, as in GPT-3 and nanoGPT. Frozen parameters
-    (``requires_grad=False``) are left out.
+    (``requires_grad=False``) are left out. ``cfg.fused_optimizer`` picks AdamW's fused
+    implementation (one kernel for all tensors) for the device the parameters are on.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     if not trainable:
@@ -259,7 +277,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    fused = cfg.switch("fused_optimizer", trainable[0].device) or None  # None: PyTorch's choice
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,7 +596,9 @@ def train(
     exactly (after :func:`~gpt2lib.checkpoint.check_resume` confirms it is the same run).
     ``on_step(step, history)`` is called after every optimizer step. Without an
     ``optimizer``, :func:`build_optimizer` makes one. Under ``torchrun`` the process group is
-    set up here and taken down at the end (if this call created it).
+    set up here and taken down at the end (if this call created it). With ``cfg.compile`` the
+    training steps run through ``torch.compile`` (after the DDP wrapper, as PyTorch advises);
+    checkpoints hold the plain model's weights either way.
     """
     from tqdm import tqdm
 
@@ -591,14 +612,15 @@ def train(
         **({} if cfg.progress and run.info.is_main else {"disable": True}),
         dynamic_ncols=True,
     )  # fmt: skip
+    compiled = cfg.switch("compile", run.device)  # the training steps; evaluation stays eager
     with _process_group(run.device), contextlib.closing(run.bar):
         if not run.info.distributed:
-            _loop(run, model, on_step)
+            _loop(run, torch.compile(model) if compiled else model, on_step)
         else:
             ids = [run.device.index] if run.device.type == "cuda" else None
             ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
             try:
-                _loop(run, ddp, on_step)
+                _loop(run, torch.compile(ddp) if compiled else ddp, on_step)
             finally:
                 del ddp  # DDP's reducer must go before the process group does
     return run.state.history

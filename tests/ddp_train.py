@@ -1,7 +1,8 @@
 """Run by tests/test_train.py under ``torchrun --nproc_per_node=2`` (not collected by pytest).
 
 Trains a tiny GPT on fixed random tokens with :func:`gpt2lib.train.train` and, on rank 0,
-writes the history and final weights to the path given as the first argument.
+writes the history and final weights to the path given as the first argument; a second
+argument ``compile`` trains with ``TrainConfig(compile=True)``.
 """
 
 import dataclasses
@@ -51,6 +52,7 @@ if __name__ == "__main__":
     info = dist_info()
     model, train_loader, val_loader, cfg = setup(info.world_size)
     cfg = dataclasses.replace(cfg, checkpoint_path=sys.argv[1] + ".ckpt")  # rank 0 writes it
+    cfg = dataclasses.replace(cfg, compile=sys.argv[2:] == ["compile"])
     history = train(model, train_loader, val_loader, cfg)
     if info.is_main:
         torch.save(model.state_dict(), sys.argv[1] + ".pt")

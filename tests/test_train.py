@@ -326,7 +326,8 @@ def test_epoch_sampler_shards_cover_the_unsharded_order():
 # --- data parallel ----------------------------------------------------------------------------
 
 
-def test_two_process_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_two_process_ddp_matches_one_process(tmp_path, compiled):
     out = tmp_path / "ddp.json"
     env = {
         **os.environ,
@@ -335,7 +336,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     }
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(TESTS / "ddp_train.py"), str(out),
+        str(TESTS / "ddp_train.py"), str(out), *(["compile"] if compiled else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -344,7 +345,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ddp_history = History.from_dict(result["history"])
 
     model, train_loader, val_loader, cfg = ddp_train.setup(world_size=1)
-    history = train(model, train_loader, val_loader, cfg)
+    history = train(model, train_loader, val_loader, dataclasses.replace(cfg, compile=compiled))
     assert ddp_history.steps == history.steps == [0, 3, 6]
     assert ddp_history.tokens_seen == history.tokens_seen  # the same global batches
     assert ddp_history.train_loss == pytest.approx(history.train_loss, abs=1e-5)
@@ -491,3 +492,46 @@ def test_train_without_schedule_and_clipping_is_the_plain_loop():
     history = train(library, train_loader, val_loader, cfg)
     assert history.val_loss[1:] == losses  # [0] is the evaluation before the first step
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), library.parameters(), strict=True))
+
+
+# --- compiled training and the fused optimizer --------------------------------------------
+
+
+def test_compile_and_fused_switches_follow_the_device():
+    cfg = quiet(max_steps=1)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not cfg.switch("compile", cpu) and cfg.switch("compile", cuda)
+    assert not cfg.switch("fused_optimizer", cpu) and cfg.switch("fused_optimizer", cuda)
+    forced = quiet(max_steps=1, compile=True, fused_optimizer=False)
+    assert forced.switch("compile", cpu) and not forced.switch("fused_optimizer", cuda)
+    with pytest.raises(ValueError, match="compile"):
+        quiet(max_steps=1, compile="yes")
+    fused = build_optimizer(tiny_model(), quiet(max_steps=1, fused_optimizer=True))
+    assert fused.defaults["fused"] is True
+    assert build_optimizer(tiny_model(), quiet(max_steps=1)).defaults["fused"] is None
+
+
+def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path):
+    """torch.compile'd steps give the eager losses (to float tolerance), and an interrupted
+    compiled run resumes to exactly the uninterrupted compiled run."""
+    torch.manual_seed(5)
+    train_loader, val_loader = loaders(n_windows=12, batch_size=2)
+    cfg = quiet(max_steps=6, lr=5e-3, eval_every=2, checkpoint_every=2,
+                checkpoint_path=str(tmp_path / "c.pt"), compile=True, fused_optimizer=True)  # fmt: skip
+    eager = train(tiny_model(), train_loader, val_loader,
+                  dataclasses.replace(cfg, compile=False, checkpoint_path=None))  # fmt: skip
+    reference = tiny_model()
+    expected = train(reference, train_loader, val_loader, cfg)
+    assert expected.train_loss == pytest.approx(eager.train_loss, abs=1e-4)
+    (tmp_path / "c.pt").unlink()
+
+    def stop_at_3(step: int, history: History) -> None:
+        if step == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_model(), train_loader, val_loader, cfg, on_step=stop_at_3)
+    model = tiny_model(seed=99)
+    assert train(model, train_loader, val_loader, cfg, resume=True).to_dict() == expected.to_dict()
+    for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # plain names in the checkpoint: no "_orig_mod." prefix

@@ -1,0 +1,214 @@
+"""A decode step with static shapes: compiled once, replayed as a CUDA graph.
+
+Decoding one token of a 124M model at batch 1 is about 150 small kernels (13 per block, 12
+blocks, the head). On a GPU each takes a few microseconds to run but about as long again for
+Python and PyTorch to launch, so the GPU mostly waits for the CPU. ``torch.compile`` fuses the
+element-wise kernels, and a *CUDA graph* records the whole step once and afterwards launches
+it as one unit: the CPU cost of a step becomes one call, whatever the number of kernels.
+
+Both need a step whose shapes and control flow never change. The default path
+(:func:`gpt2lib.generate.generate` with a :class:`~gpt2lib.kv_cache.KVCache`) does not have
+one: the keys grow by one position per step and the cache length is a Python int, so every
+step would be a new graph. Here instead:
+
+- the cache is allocated once at its full length ``max_len`` and every step attends over all
+  of it; a mask hides the slots not written yet (and the left padding of shorter prompts);
+- the slot to write, each row's position and the mask are tensors, so one graph serves every
+  step of a generation, and every later generation with the same batch size and ``max_len``
+  (lengths are rounded up to a multiple of :data:`BUCKET`, and the cache tensors are reused);
+- the prefill over the prompt runs through the ordinary :meth:`GPTModel.forward`, compiled
+  separately with dynamic shapes, since prompts vary in length.
+
+On CUDA the step is compiled with ``mode="reduce-overhead"`` (CUDA graphs); elsewhere with the
+default mode. The same idea is Hugging Face's ``StaticCache`` with ``torch.compile`` and
+gpt-fast's decoding loop. In float32 the greedy tokens equal the default path's.
+"""
+
+from __future__ import annotations
+
+import types
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .kv_cache import KVCache
+
+BUCKET = 256  # cache lengths are rounded up to a multiple of this (capped at the context)
+
+
+class _SlotWriter:
+    """The view of the cache a static step's attention layers see: ``update`` writes the new
+    key and value of every row at ``slot`` and returns the full (B, nh, max_len, hs) tensors."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: torch.Tensor):
+        self.keys, self.values, self.slot = keys, values, slot
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[layer].index_copy_(2, self.slot, k)  # (B, nh, max_len, hs), one slot written
+        self.values[layer].index_copy_(2, self.slot, v)
+        return self.keys[layer], self.values[layer]
+
+
+def decode_step(
+    model: nn.Module,
+    token: torch.Tensor,
+    position: torch.Tensor,
+    slot: torch.Tensor,
+    key_mask: torch.Tensor,
+    keys: list[torch.Tensor],
+    values: list[torch.Tensor],
+) -> torch.Tensor:
+    """Logits (B, vocab) after one new token per row, with static shapes throughout.
+
+    ``token`` (B, 1): the new tokens; ``position`` (B, 1): their position ids; ``slot`` (1,):
+    the cache slot they go to (the same column for every row); ``key_mask`` (B, max_len): False
+    at left padding; ``keys``/``values``: the cache, n_layers x (B, nh, max_len, hs).
+    """
+    max_len = keys[0].shape[2]
+    written = torch.arange(max_len, device=token.device) <= slot  # (max_len,)
+    mask = (key_mask & written)[:, None, None, :]  # (B, 1, 1, max_len): may attend
+    cache = _SlotWriter(keys, values, slot)
+    x = model.wte(token) + model.wpe(position)  # (B, 1, C)
+    for block in model.h:
+        x = block(x, mask, cache)  # (B, 1, C)
+    return model.lm_head(model.ln_f(x))[:, -1]  # (B, vocab)
+
+
+def prefill(
+    model: nn.Module,
+    idx: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    keys: list[torch.Tensor],
+    values: list[torch.Tensor],
+) -> torch.Tensor:
+    """Logits (B, vocab) after the prompts ``idx`` (B, T), whose keys and values fill the
+    cache's first T slots (:meth:`GPTModel.forward` with a :class:`KVCache` on those tensors)."""
+    cache = KVCache(keys, values)
+    return model(idx, cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]
+
+
+@dataclass
+class Session:
+    """One generation on a :class:`StaticDecoder`: feed it the chosen token, get the next logits."""
+
+    decoder: StaticDecoder
+    model: nn.Module
+    token: torch.Tensor  # (B, 1) the token to feed next (one buffer: the same strides every step)
+    position: torch.Tensor  # (B, 1) position id of the next token of each row
+    slot: torch.Tensor  # (1,) the cache slot of the next token
+    key_mask: torch.Tensor  # (B, max_len)
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) after ``token`` (B, 1)."""
+        if self.decoder.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
+        self.token.copy_(token)
+        logits = self.decoder.compiled_step(
+            self.model, self.token, self.position, self.slot, self.key_mask, self.keys, self.values
+        )
+        self.position += 1
+        self.slot += 1
+        return logits
+
+
+def _own_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a code object of its own. ``torch.compile`` keeps its compiled versions on
+    the code object, at most ``torch._dynamo.config.recompile_limit`` of them (8) per function,
+    for all callers together; each decoder gets its own budget (batch sizes x cache lengths)."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__)
+
+
+class StaticDecoder:
+    """Compiled prefill and decode step for greedy or sampled generation (see the module doc).
+
+    ``mode``: ``torch.compile``'s mode for the step (default: ``"reduce-overhead"`` on CUDA,
+    which adds CUDA graphs; ``"default"`` elsewhere). ``backend``: ``torch.compile``'s backend
+    (``"inductor"``; tests count compilations with a counting backend). Obtain one per model
+    with :func:`decoder_for`, so that its compiled code and cache tensors are reused.
+    """
+
+    def __init__(self, device: torch.device, mode: str | None = None, backend: Any = "inductor"):
+        self.device = torch.device(device)
+        self.mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+        self.cuda_graphs = self.device.type == "cuda" and self.mode == "reduce-overhead"
+        mode_arg = {"mode": self.mode} if backend == "inductor" else {}  # inductor's option
+        self.compiled_step = torch.compile(
+            _own_copy(decode_step), backend=backend, fullgraph=True, dynamic=False, **mode_arg
+        )
+        self.compiled_prefill = torch.compile(_own_copy(prefill), backend=backend, dynamic=True)
+        self._caches: dict[tuple[int, int, torch.dtype], tuple[list, list]] = {}
+
+    def _cache(
+        self, model: nn.Module, batch: int, max_len: int, dtype: torch.dtype
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The cache tensors for this shape: made once, then reused (their addresses are baked
+        into a CUDA graph, so new ones would mean recording it again)."""
+        key = (batch, max_len, dtype)
+        if key not in self._caches:
+            cache = KVCache.empty(model.cfg, batch, max_len, self.device, dtype)
+            for t in (*cache.keys, *cache.values):
+                torch._dynamo.mark_static_address(t)  # mutated in place by the graph
+            self._caches[key] = (cache.keys, cache.values)
+        return self._caches[key]
+
+    def start(
+        self,
+        model: nn.Module,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, Session]:
+        """Prefill the prompts ``idx`` (B, T); return the logits (B, vocab) after them and the
+        :class:`Session` that decodes the next tokens. Needs ``T + max_new_tokens`` to fit in
+        the context (see :func:`fits`)."""
+        B, T = idx.shape
+        ctx = model.cfg.context_length
+        if not fits(model, T, max_new_tokens):
+            raise ValueError(f"{T} + {max_new_tokens} tokens do not fit the context ({ctx})")
+        max_len = min(ctx, -(-(T + max_new_tokens) // BUCKET) * BUCKET)
+        dtype = dtype or next(model.parameters()).dtype
+        keys, values = self._cache(model, B, max_len, dtype)
+        real = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else (
+            attention_mask.to(idx.device).bool()
+        )  # fmt: skip
+        key_mask = torch.ones(B, max_len, dtype=torch.bool, device=idx.device)
+        key_mask[:, :T] = real
+        logits = self.compiled_prefill(model, idx, attention_mask, keys, values)
+        position = real.sum(dim=1, keepdim=True)  # (B, 1): real tokens before the next one
+        slot = torch.tensor([T], device=idx.device)
+        token = torch.zeros(B, 1, dtype=torch.long, device=idx.device)
+        return logits, Session(self, model, token, position, slot, key_mask, keys, values)
+
+
+def fits(model: nn.Module, prompt_len: int, max_new_tokens: int) -> bool:
+    """Whether the static path can decode ``max_new_tokens`` after ``prompt_len`` tokens: the
+    whole sequence (the last token is never fed back) must fit in the context."""
+    return prompt_len + max(max_new_tokens - 1, 0) <= model.cfg.context_length
+
+
+_DECODERS: weakref.WeakKeyDictionary[nn.Module, StaticDecoder] = weakref.WeakKeyDictionary()
+
+
+def decoder_for(model: nn.Module, create: bool = True, **options: Any) -> StaticDecoder | None:
+    """The :class:`StaticDecoder` of ``model`` (made on first use, with ``options``), or None
+    if it has none and ``create`` is False. :func:`gpt2lib.fast.optimize_for_inference` makes
+    one, after which :func:`~gpt2lib.generate.generate` uses it by default."""
+    decoder = _DECODERS.get(model)
+    if decoder is None and create:
+        decoder = _DECODERS[model] = StaticDecoder(next(model.parameters()).device, **options)
+    return decoder
+
+
+def forget_decoder(model: nn.Module) -> None:
+    """Detach ``model``'s decoder: :func:`~gpt2lib.generate.generate` goes back to the default
+    path unless called with ``compile=True``."""
+    _DECODERS.pop(model, None)

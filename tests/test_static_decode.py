@@ -1,0 +1,123 @@
+"""The compiled static decode step: one compilation per batch size and cache length, the same
+greedy tokens as the default path, and the measured choice of ``optimize_for_inference``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.fast import Setting, choose, optimize_for_inference, transpose_weight_storage
+from gpt2lib.generate import generate, generate_batch
+from gpt2lib.static_decode import BUCKET, StaticDecoder, decoder_for, fits, forget_decoder
+
+CFG = GPTConfig.tiny(tie_embeddings=True, context_length=2 * BUCKET)
+
+
+@pytest.fixture()
+def model() -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(CFG).eval()
+
+
+def prompt(batch: int, length: int, seed: int) -> torch.Tensor:
+    return torch.randint(
+        0, CFG.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_decode_step_compiles_once_per_batch_size_and_cache_length(model):
+    counter = CompileCounter()  # counts the graphs handed to the backend
+    decoder_for(model, backend=counter)
+    first = generate(model, prompt(1, 7, 1), 64)  # prefill + 63 decode steps
+    assert first.shape == (1, 71)
+    assert counter.frame_count == 2  # the prefill and the decode step, once each
+    generate(model, prompt(1, 12, 2), 64)  # another prompt length, the same cache bucket
+    assert counter.frame_count == 2
+    generate(model, prompt(3, 5, 3), 10)  # batch 3: both compile once more (1 was specialised)
+    assert counter.frame_count == 4
+    generate(model, prompt(3, 9, 4), 20)
+    assert counter.frame_count == 4
+    generate(model, prompt(1, 7, 1), 64, compile=False)  # the default path compiles nothing
+    assert counter.frame_count == 4
+    forget_decoder(model)
+
+
+def test_compiled_greedy_tokens_equal_the_default_path(model):
+    idx = prompt(1, 9, 4)
+    expected = generate(model, idx, 40)
+    assert torch.equal(generate(model, idx, 40, compile=True), expected)  # inductor, float32
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]  # left-padded together
+    assert generate_batch(model, prompts, 12, compile=True) == generate_batch(model, prompts, 12)
+    assert decoder_for(model, create=False) is not None  # compile=True made one
+    forget_decoder(model)
+
+
+def test_static_path_falls_back_where_the_sequence_outgrows_the_context(model):
+    assert fits(model, CFG.context_length - 9, 10) and not fits(model, CFG.context_length - 8, 10)
+    idx = prompt(1, CFG.context_length - 4, 5)
+    counter = CompileCounter()
+    decoder_for(model, backend=counter)
+    out = generate(model, idx, 10)  # past the context: the sliding window, uncompiled
+    assert counter.frame_count == 0
+    assert torch.equal(out, generate(model, idx, 10, compile=False))
+    forget_decoder(model)
+    with pytest.raises(ValueError, match="use_cache"):
+        generate(model, idx, 2, compile=True, use_cache=False)
+
+
+def test_decoder_refuses_a_sequence_that_does_not_fit(model):
+    with pytest.raises(ValueError, match="context"):
+        StaticDecoder("cpu").start(model, prompt(1, CFG.context_length, 6), 5)
+
+
+def test_auto_keeps_a_candidate_only_if_faster_at_every_batch_size():
+    default, bf16, compiled = Setting(), Setting(torch.bfloat16), Setting(compile=True)
+    rates = {
+        default: {1: 100.0, 8: 500.0},
+        bf16: {1: 200.0, 8: 450.0},
+        compiled: {1: 300.0, 8: 505.0},
+    }
+    assert choose(rates) == default  # bf16 loses at 8; compiled wins at 8 by less than the margin
+    rates[compiled][8] = 600.0
+    assert choose(rates) == compiled
+    assert choose({default: {1: 1.0}}) == default
+
+
+def test_optimize_for_inference_measures_and_records_its_choice(model, monkeypatch):
+    import gpt2lib.fast as fast
+
+    options = [Setting(), Setting(torch.bfloat16), Setting(transpose=True)]
+    monkeypatch.setattr(fast, "candidates", lambda *a: options)
+    optimize_for_inference(model, batch_sizes=(1, 2))
+    settings = model.inference_settings
+    assert list(settings["measured_tokens_per_s"]) == [str(o) for o in options]
+    assert all(
+        set(r) == {1, 2} and min(r.values()) > 0 for r in settings["measured_tokens_per_s"].values()
+    )
+    assert settings["dtype"] == str(model.wte.weight.dtype) and settings["compile"] is False
+    assert settings["chosen"] in settings["measured_tokens_per_s"]
+    monkeypatch.undo()
+    optimize_for_inference(model, dtype=None, compile=True)  # fixed choices: nothing measured
+    assert model.inference_settings["measured_tokens_per_s"] == {}
+    assert decoder_for(model, create=False) is not None
+    forget_decoder(model)
+
+
+def test_transposed_weight_storage_changes_layout_not_results(model):
+    idx = prompt(2, 9, 7)
+    with torch.inference_mode():
+        before, tokens = model(idx), generate(model, idx, 6)
+    transpose_weight_storage(model)
+    weight = model.h[0].attn.c_attn.weight
+    assert weight.shape == (3 * CFG.emb_dim, CFG.emb_dim) and weight.stride() == (
+        1,
+        3 * CFG.emb_dim,
+    )
+    assert model.lm_head.weight is model.wte.weight  # still tied
+    transpose_weight_storage(model)  # idempotent
+    assert model.h[0].attn.c_attn.weight.stride() == (1, 3 * CFG.emb_dim)
+    with torch.inference_mode():
+        assert (model(idx) - before).abs().max().item() <= 1e-5
+        assert torch.equal(generate(model, idx, 6), tokens)
