@@ -90,6 +90,15 @@ def response_prompt(record: Mapping[str, Any], response_header: bool = True) -> 
     return prompt + format_response({"output": ""}) if response_header else prompt
 
 
+class Responses(list[str]):
+    """The answers (a list of str), plus ``stopped[i]``: whether answer ``i`` ended because the
+    model wrote end-of-text, rather than at the token limit."""
+
+    def __init__(self, texts: Sequence[str], stopped: Sequence[bool]) -> None:
+        super().__init__(texts)
+        self.stopped = list(stopped)
+
+
 def generate_responses(
     model: nn.Module,
     records: Sequence[Mapping[str, Any]],
@@ -102,7 +111,7 @@ def generate_responses(
     use_cache: bool = True,
     dtype: torch.dtype | None = None,
     progress: bool = False,
-) -> list[str]:
+) -> Responses:
     """Greedy answers of ``model`` to ``records`` (instruction/input/output dicts), in order.
 
     Each prompt is :func:`response_prompt` (with ``response_header=False``, only the
@@ -112,6 +121,8 @@ def generate_responses(
     ``max_new_tokens``; each answer is :func:`extract_response` of the decoded text. Greedy
     decoding makes the answers a function of the weights: batched equals one at a time.
     ``dtype`` (e.g. ``torch.bfloat16``) decodes under autocast; ``progress`` shows a tqdm bar.
+    The result is a list of answers that also records which ended at end-of-text
+    (:class:`Responses`).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -132,6 +143,7 @@ def generate_responses(
 
         batches = tqdm(batches, desc="responses", unit="batch", file=sys.stderr)
     responses: list[str] = [""] * len(ids)
+    stopped = [False] * len(ids)
     for batch in batches:
         new = generate_batch(
             model,
@@ -143,9 +155,9 @@ def generate_responses(
         )
         for i, tokens in zip(batch, new, strict=True):
             if tokens and tokens[-1] == eos_id:
-                tokens = tokens[:-1]
+                tokens, stopped[i] = tokens[:-1], True
             responses[i] = extract_response(prompts[i] + tokenizer.decode(tokens), prompts[i])
-    return responses
+    return Responses(responses, stopped)
 
 
 def write_responses(

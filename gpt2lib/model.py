@@ -200,3 +200,21 @@ class GPTModel(nn.Module):
         real = attention_mask.to(device=device, dtype=torch.long)
         pos = (real.cumsum(dim=1) - 1).clamp(min=0)[:, past:]  # (B, T): 0 at the first real token
         return pos, causal_mask(T, past + T, real, device)  # (B, 1, T, S)
+
+
+@torch.no_grad()
+def attention_weights(model: GPTModel, idx: torch.Tensor) -> torch.Tensor:
+    """Every layer's attention weights for token IDs ``idx`` (B, T): (n_layers, B, nh, T, T).
+
+    Runs the model's own blocks in eval mode, each attention through its explicit path
+    (:meth:`MultiHeadAttention.forward_with_weights`), to look at what the heads attend to.
+    """
+    with eval_mode(model):
+        x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
+        weights = []
+        for block in model.h:
+            attended, w = block.attn.forward_with_weights(block.ln_1(x))  # w: (B, nh, T, T)
+            x = x + attended
+            x = x + block.mlp(block.ln_2(x))
+            weights.append(w)
+    return torch.stack(weights)

@@ -16,6 +16,8 @@ that a full-profile path can no longer break unseen::
   generation). The code path, the model sizes and the settings are the full profile's.
 - No Ollama: ``OLLAMA_HOST`` points at a closed port on 127.0.0.1, so chapter 7 takes its
   offline judges.
+- A fresh runtime: chapter 6's responses file is removed before chapter 7 runs, so chapter 7
+  makes it itself, as in a new Colab session (:data:`STANDALONE`).
 
 It writes ``OUT/rehearsal.json``, one object per notebook (``notebook``, ``profile``,
 ``checkpoint``, ``parameters`` of the pretrained model as loaded, ``seconds``, ``ok``,
@@ -46,6 +48,8 @@ NOTEBOOKS = (
     "appendix_making_it_fast.ipynb",
 )
 LABEL = "rehearsal (random weights, not GPT-2)"
+# files a notebook must make for itself, as in a fresh Colab runtime: removed before it runs
+STANDALONE = {"07_llm_judge.ipynb": ("outputs/full/instruction-data-with-response.json",)}
 
 
 def _closed_port() -> int:
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(ROOT / "benchmarks" / "results", work / "benchmarks" / "results")
         os.environ.update(environment(url, work / "home"))
         for name in args.notebooks:
+            for made_by_an_earlier_chapter in STANDALONE.get(name, ()):
+                (work / "book" / made_by_an_earlier_chapter).unlink(missing_ok=True)
             result = rehearse_notebook(work / "book" / name, args.timeout)
             results.append(result)
             status = "ok" if result["ok"] else f"FAILED: {result['error']}"

@@ -366,20 +366,37 @@ def test_embedding_judge(embedding_judge):
     assert far <= 30
     assert same >= close > far
     assert embedding_judge.score(_entry(PARAPHRASE)) == close  # deterministic
+    assert embedding_judge.score(_entry("")) == embedding_judge.score(_entry("  \n")) == 0
     with pytest.raises(ValueError, match="output"):
         embedding_judge.score({"instruction": "x", "input": "", "model_response": "y"})
 
 
-def test_lexical_judge():
-    judge = J.LexicalOverlapJudge()
-    assert "not an LLM" in judge.name
+def test_embedding_judge_rescales_against_unrelated_pairs(embedding_judge):
+    texts = [REFERENCE, PARAPHRASE, UNRELATED, "Water boils at 100 degrees Celsius.",
+             "The meeting is moved to Friday afternoon.", "Add two cups of flour to the bowl."]  # fmt: skip
+    raw = embedding_judge.similarity(REFERENCE, UNRELATED)
+    try:
+        baseline = embedding_judge.calibrate(texts)
+        assert 0.0 < baseline < 0.5  # unrelated English sentences are not orthogonal
+        pairs = J.unrelated_pairs(texts)
+        assert len(pairs) == len(texts) and all(a != b for a, b in pairs)
+        assert embedding_judge.score(_entry(UNRELATED)) == J.similarity_to_score(raw, baseline)
+        assert embedding_judge.score(_entry(REFERENCE)) >= 95  # identical texts stay at the top
+    finally:
+        embedding_judge.baseline = 0.0
+    with pytest.raises(ValueError, match="two different"):
+        embedding_judge.calibrate(["same", "same"])
+
+
+def test_rouge_l_judge():
+    judge = J.RougeLJudge()
+    assert "not an LLM" in judge.name and "ROUGE-L" in judge.name
     assert judge.score(_entry(REFERENCE)) == 100
     assert judge.score(_entry(UNRELATED)) == 0
     # LCS of [the cat sat on the mat] and [the cat is on the mat] is 5 words: F1 = 5/6
     assert judge.score(_entry("The cat sat on the mat.", "the cat is on the mat")) == 83
-    assert judge.score(_entry(PARAPHRASE)) == J.LexicalOverlapJudge().score(_entry(PARAPHRASE))
+    assert judge.f1("cats sitting", "cat sits") == 1.0  # Porter stemming
     assert judge.score(_entry("")) == 0
-    assert J.rouge_l_f1("", "") == 1.0
     with pytest.raises(TypeError, match="mapping"):
         judge.score(["not", "a", "dict"])
     with pytest.raises(TypeError, match="model_response"):
@@ -391,6 +408,19 @@ def test_similarity_to_score():
     assert J.similarity_to_score(0.125) == 13  # halves round up
     assert J.similarity_to_score(0.5) == 50
     assert J.similarity_to_score(1.0000002) == 100
+    assert J.similarity_to_score(0.2, baseline=0.2) == 0
+    assert J.similarity_to_score(0.6, baseline=0.2) == 50
+    assert J.similarity_to_score(1.0, baseline=0.2) == 100
+    with pytest.raises(ValueError, match="baseline"):
+        J.similarity_to_score(0.5, baseline=1.0)
+
+
+def test_offline_judges_are_calibrated_on_the_texts_given():
+    texts = [REFERENCE, UNRELATED, "Water boils at 100 degrees Celsius.", "Add two cups of flour."]
+    judges = J.offline_judges(texts)
+    assert [type(j) for j in judges] == [J.EmbeddingSimilarityJudge, J.RougeLJudge]
+    assert 0.0 < judges[0].baseline < 0.5
+    assert all(j.score(_entry("")) == 0 and j.score(_entry(REFERENCE)) >= 95 for j in judges)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +468,7 @@ def test_score_responses_all_invalid_and_bad_record():
     with pytest.raises(ValueError, match="record 1.*model_response"):
         J.score_responses(
             [ENTRY, {"instruction": "x", "input": "", "output": "y"}],
-            J.LexicalOverlapJudge(),
+            J.RougeLJudge(),
             progress=False,
         )
 

@@ -108,3 +108,23 @@ def test_scaled_residual_init():
     assert abs(other.std().item() / 0.02 - 1) < 0.02
     assert abs(model.wte.weight.std().item() / 0.02 - 1) < 0.02
     assert all(b.attn.c_proj.bias.abs().max() == 0 for b in model.h)
+
+
+def test_attention_weights_of_every_layer_are_causal_and_sum_to_one():
+    from gpt2lib.model import attention_weights
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, context_length=16, emb_dim=16, n_heads=2, n_layers=3)
+    model = GPTModel(cfg).train()
+    idx = torch.randint(0, 50, (2, 7))
+    w = attention_weights(model, idx)
+    assert w.shape == (3, 2, 2, 7, 7) and model.training  # the mode is restored
+    assert torch.allclose(w.sum(-1), torch.ones(3, 2, 2, 7))
+    assert torch.all(w.triu(diagonal=1) == 0)  # nothing above the diagonal
+    # the last layer's weights are the ones the model's forward pass uses
+    with torch.no_grad():
+        x = model.wte(idx) + model.wpe(torch.arange(7))
+        for block in model.h[:-1]:
+            x = block.eval()(x)
+        _, expected = model.h[-1].attn.forward_with_weights(model.h[-1].ln_1(x))
+    assert torch.allclose(w[-1], expected, atol=1e-6)

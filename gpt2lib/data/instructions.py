@@ -29,7 +29,7 @@ one end-of-text token per item, which teaches the model to stop::
 Usage::
 
     data = load_instructions()                      # 1100 records
-    train, val, test = split_instructions(data)     # 935 / 55 / 110, file order
+    train, val, test = split_instructions(data)     # [0:935], [1045:1100], [935:1045]
     ds = InstructionDataset(train, get_tokenizer())
     loader = DataLoader(ds, batch_size=8, collate_fn=partial(collate, allowed_max_length=1024))
 """
@@ -137,27 +137,28 @@ def format_example(entry: Mapping[str, Any]) -> str:
 
 
 def split_instructions(
-    data: Sequence[Record], fractions: Sequence[float] = (0.85, 0.05), seed: int | None = None
+    data: Sequence[Record], fractions: Sequence[float] = (0.85, 0.10), seed: int | None = None
 ) -> tuple[list[Record], list[Record], list[Record]]:
-    """Train / validation / test, in file order (as the book does) unless a ``seed`` shuffles.
+    """Train / validation / test, cut as the book cuts them, in file order unless ``seed``
+    shuffles first.
 
-    ``fractions`` are the train and validation shares, the test set is the rest:
-    ``int(n * 0.85)``, ``int(n * 0.05)`` -> 935 / 55 / 110 of 1,100.
+    ``fractions`` are the train and test shares; validation is the rest. The book slices train
+    first, then test, then validation: with ``int(n * 0.85)`` and ``int(n * 0.10)`` records,
+    1,100 records give train = [0:935], test = [935:1045], validation = [1045:1100].
     """
     if len(fractions) != 2:
-        raise ValueError(f"fractions must be (train, validation), got {tuple(fractions)}")
-    f_train, f_val = (float(f) for f in fractions)
-    if f_train <= 0 or f_val < 0 or f_train + f_val > 1:
+        raise ValueError(f"fractions must be (train, test), got {tuple(fractions)}")
+    f_train, f_test = (float(f) for f in fractions)
+    if f_train <= 0 or f_test < 0 or f_train + f_test > 1:
         raise ValueError(
-            f"fractions {tuple(fractions)} must satisfy train > 0, validation >= 0, "
-            "train + validation <= 1"
+            f"fractions {tuple(fractions)} must satisfy train > 0, test >= 0, train + test <= 1"
         )
     items = list(data)
     if seed is not None:
         random.Random(seed).shuffle(items)
     train_end = int(len(items) * f_train)
-    val_end = train_end + int(len(items) * f_val)
-    return items[:train_end], items[train_end:val_end], items[val_end:]
+    test_end = train_end + int(len(items) * f_test)
+    return items[:train_end], items[test_end:], items[train_end:test_end]
 
 
 class InstructionItem(NamedTuple):

@@ -104,11 +104,11 @@ def test_format_without_input() -> None:
     assert format_example(entry).endswith("Name a color.\n\n### Response:\nBlue.")
 
 
-def test_split_keeps_file_order(data: list[dict[str, str]]) -> None:
+def test_split_is_the_books_train_test_validation_order(data: list[dict[str, str]]) -> None:
     train, val, test = split_instructions(data)
     assert (len(train), len(val), len(test)) == (935, 55, 110)
-    assert train + val + test == data
-    assert train[0] is data[0] and val[0] is data[935] and test[0] is data[990]
+    assert train == data[0:935] and test == data[935:1045] and val == data[1045:1100]
+    assert train + test + val == data  # the book slices train, then test, then validation
 
 
 def test_split_with_seed_and_errors(data: list[dict[str, str]]) -> None:
@@ -117,7 +117,7 @@ def test_split_with_seed_and_errors(data: list[dict[str, str]]) -> None:
     assert [len(p) for p in a] == [935, 55, 110]
     assert a[0] != data[:935]
     assert sorted(map(str, a[0] + a[1] + a[2])) == sorted(map(str, data))
-    assert [len(p) for p in split_instructions(list(range(10)), (0.5, 0.3))] == [5, 3, 2]
+    assert split_instructions(list(range(10)), (0.5, 0.3)) == ([0, 1, 2, 3, 4], [8, 9], [5, 6, 7])
     for bad in [(0.9, 0.2), (0.0, 0.5), (0.5, -0.1), (0.85,)]:
         with pytest.raises(ValueError, match="fractions"):
             split_instructions(data, bad)
