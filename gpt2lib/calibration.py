@@ -12,13 +12,12 @@ interval says whether the difference could be luck of the draw of prompts.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .judge import Judge
+from .judge import Judge, shuffled_cycle
 
 Scores = list[int | None]
 
@@ -27,11 +26,9 @@ def other_references(records: Sequence[Mapping[str, Any]], seed: int = 0) -> lis
     """For each record, the reference answer of another record (a seeded derangement)."""
     if len(records) < 2:
         raise ValueError("need at least two records to pair each with another one")
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
     other = [""] * len(records)
-    for k, i in enumerate(order):
-        other[i] = records[order[(k + 1) % len(order)]]["output"]
+    for i, j in shuffled_cycle(len(records), seed):  # the pairing of the embedding baseline
+        other[i] = records[j]["output"]
     return other
 
 

@@ -170,9 +170,13 @@ def optimize_for_inference(
     rates: dict[Setting, dict[int, float]] = {}
     if len(options) > 1:
         for setting in options:
-            trial = model if setting == Setting() else apply(copy.deepcopy(model), setting)
+            # the model itself where only the decode path differs: its compiled step, if
+            # chosen, is then kept rather than compiled again
+            same_weights = setting.dtype is None and not setting.transpose
+            trial = model if same_weights else apply(copy.deepcopy(model), setting)
             rates[setting] = {b: decode_rate(trial, b, setting.compile) for b in batch_sizes}
-            forget_decoder(trial)
+            if trial is not model:
+                forget_decoder(trial)
     chosen = choose(rates) if rates else options[0]
     apply(model, chosen)
     model.inference_settings = {  # type: ignore[assignment]
@@ -190,7 +194,8 @@ def apply(model: nn.Module, setting: Setting) -> nn.Module:
         model.to(setting.dtype)
     if setting.transpose:
         transpose_weight_storage(model)
-    forget_decoder(model)
     if setting.compile:
-        decoder_for(model)
+        decoder_for(model)  # the model's decoder, made now or kept from a measurement
+    else:
+        forget_decoder(model)
     return model

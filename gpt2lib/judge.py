@@ -367,12 +367,18 @@ def _answered(entry: Mapping[str, Any]) -> bool:
     return bool(entry["model_response"].strip())
 
 
-def unrelated_pairs(texts: Sequence[str], seed: int = 0) -> list[tuple[str, str]]:
-    """Pairs of different texts of ``texts``: each with the next one in a seeded shuffle (pairs of
-    equal strings are skipped), the baseline population of "answers about something else"."""
-    order = list(range(len(texts)))
+def shuffled_cycle(n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``(i, j)`` index pairs that link each of ``n`` items to the next one in a seeded shuffle,
+    the last to the first: every item appears once on each side, never paired with itself."""
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    pairs = [(texts[a], texts[b]) for a, b in zip(order, order[1:] + order[:1], strict=True)]
+    return list(zip(order, order[1:] + order[:1], strict=True))
+
+
+def unrelated_pairs(texts: Sequence[str], seed: int = 0) -> list[tuple[str, str]]:
+    """Pairs of different texts of ``texts`` along a :func:`shuffled_cycle` (pairs of equal
+    strings are skipped), the baseline population of "answers about something else"."""
+    pairs = [(texts[i], texts[j]) for i, j in shuffled_cycle(len(texts), seed)]
     return [(a, b) for a, b in pairs if a.strip() != b.strip()]
 
 

@@ -121,3 +121,21 @@ def test_transposed_weight_storage_changes_layout_not_results(model):
     with torch.inference_mode():
         assert (model(idx) - before).abs().max().item() <= 1e-5
         assert torch.equal(generate(model, idx, 6), tokens)
+
+
+def test_a_compiled_step_measured_on_the_model_is_kept_not_compiled_again(model, monkeypatch):
+    import gpt2lib.fast as fast
+
+    made = {}
+
+    def rate(trial, batch, compile):  # stands in for timing: the compiled step is faster
+        if compile:
+            made["decoder"] = decoder_for(trial, backend=CompileCounter())
+        return 2.0 if compile else 1.0
+
+    monkeypatch.setattr(fast, "candidates", lambda *a: [Setting(), Setting(compile=True)])
+    monkeypatch.setattr(fast, "decode_rate", rate)
+    optimize_for_inference(model, batch_sizes=(1,))
+    assert model.inference_settings["chosen"] == str(Setting(compile=True))
+    assert decoder_for(model, create=False) is made["decoder"]
+    forget_decoder(model)
