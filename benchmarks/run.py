@@ -9,8 +9,8 @@ Usage (from the repository root)::
 
 Both sides get the same weights (Hugging Face's ``GPT2LMHeadModel`` at a seeded random
 initialisation, copied into :class:`gpt2lib.GPTModel` with
-:func:`gpt2lib.weights.load_hf_state_dict`), the same inputs and the same thread count, and are
-timed interleaved in the same process (see :mod:`benchmarks.harness`): warm-up, then several
+:func:`gpt2lib.huggingface.load_hf_state_dict`), the same inputs and the same thread count, and are
+timed interleaved in the same process (see :mod:`gpt2lib.timing`): warm-up, then several
 repetitions, the median reported. Ratios are gpt2lib over the reference, so > 1 means gpt2lib
 is faster (for memory, < 1 means it uses less). Sections:
 
@@ -57,17 +57,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import (
-    Timing,
-    forward_flops,
-    matmul_peak,
-    peak_memory,
-    time_interleaved,
-)
+from benchmarks.harness import forward_flops, matmul_peak, peak_memory
 from benchmarks.training import bench_training
 from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.fast import bf16_is_native, optimize_for_inference
+from gpt2lib.fast import InferenceSettings, bf16_is_native, optimize_for_inference
 from gpt2lib.generate import generate
+from gpt2lib.static_decode import StaticDecoder
+from gpt2lib.timing import Timing, time_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,7 +113,7 @@ def build_models(cfg: GPTConfig, device: torch.device, seed: int = 123) -> tuple
     """Hugging Face's GPT2LMHeadModel at a seeded random init and gpt2lib's copy of it."""
     import transformers
 
-    from gpt2lib.weights import load_hf_state_dict
+    from gpt2lib.huggingface import load_hf_state_dict
 
     transformers.logging.set_verbosity_error()
     hf_cfg = transformers.GPT2Config(
@@ -190,14 +186,15 @@ def hf_static_compiled(hf: Any) -> Any:
 def bench_generate(
     ours: GPTModel, hf: Any, ours_bf16: GPTModel | None, batch: int, sizes: Sizes,
     device: torch.device, uncached: bool,
-    fast: tuple[GPTModel | None, GPTModel | None] = (None, None), compiled: bool = False,
-    hf_c: Any = None,
+    fast: tuple[InferenceSettings | None, InferenceSettings | None] = (None, None),
+    compiled: bool = False, hf_c: Any = None,
 ) -> tuple[dict[str, Timing], dict[str, Any]]:  # fmt: skip
     """Greedy decoding of ``new_tokens`` after prompts of up to ``prompt`` tokens.
 
-    ``fast``: the model as ``optimize_for_inference`` set it up for this batch size, with
-    ``dtype="auto"`` and with float32 kept (None: not timed); ``compiled``: also gpt2lib's
-    compiled static step (float32); ``hf_c``: transformers with a static cache, compiled.
+    ``fast``: the settings ``optimize_for_inference`` chose for a copy of the model at this
+    batch size, with ``dtype="auto"`` and with float32 kept (None: not timed); ``compiled``:
+    also gpt2lib's compiled static step (float32); ``hf_c``: transformers with a static cache,
+    compiled.
     """
     gen = torch.Generator().manual_seed(2)
     V, P, N = ours.cfg.vocab_size, sizes.prompt, sizes.new_tokens
@@ -209,9 +206,9 @@ def bench_generate(
     mask = mask.to(device)
 
     def ours_gen(
-        model: GPTModel, n: int, use_cache: bool = True, compile: bool | None = False
+        model: GPTModel, n: int, use_cache: bool = True, decoder: StaticDecoder | None = None
     ) -> torch.Tensor:
-        return generate(model, idx, n, use_cache=use_cache, attention_mask=mask, compile=compile)
+        return generate(model, idx, n, use_cache=use_cache, attention_mask=mask, decoder=decoder)
 
     def hf_gen(n: int, model: Any = hf, **options: Any) -> torch.Tensor:
         with torch.inference_mode():
@@ -232,11 +229,12 @@ def bench_generate(
     if ours_bf16 is not None:
         cases["gpt2lib cached bf16"] = lambda: ours_gen(ours_bf16, N)
         warm["gpt2lib cached bf16"] = lambda: ours_gen(ours_bf16, 8)
-    for name, model in zip(("gpt2lib fast path", "gpt2lib fp32 fast path"), fast, strict=True):
-        if model is not None:  # its own choice of decode path (compile=None)
-            cases[name] = lambda model=model: ours_gen(model, N, compile=None)
+    for name, chosen in zip(("gpt2lib fast path", "gpt2lib fp32 fast path"), fast, strict=True):
+        if chosen is not None:  # its own choice of decode path
+            cases[name] = lambda s=chosen: ours_gen(s.model, N, decoder=s.decoder)
     if compiled:
-        cases["gpt2lib compiled"] = lambda: ours_gen(ours, N, compile=True)  # float32
+        decoder = StaticDecoder(ours)  # float32
+        cases["gpt2lib compiled"] = lambda: ours_gen(ours, N, decoder=decoder)
     if hf_c is not None:
         cases["transformers static+compile"] = lambda: hf_gen(
             N, hf_c, cache_implementation="static"
@@ -645,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 fast = optimize_for_inference(copy.deepcopy(ours), batch_sizes=(batch,))
                 fast32 = optimize_for_inference(copy.deepcopy(ours), None, batch_sizes=(batch,))
                 res.setdefault("fast_path", {})[key] = {
-                    "auto": fast.inference_settings, "float32": fast32.inference_settings
+                    "auto": fast.report(), "float32": fast32.report()
                 }
             log(f"2. generation, batch {batch} ...")
             uncached = batch == 1 and "uncached" not in skip

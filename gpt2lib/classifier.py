@@ -40,7 +40,6 @@ from torch import nn
 
 from .lora import Targets, apply_lora, mark_only_lora_as_trainable
 from .model import GPTModel, eval_mode
-from .profile import rehearsal_cap
 
 if TYPE_CHECKING:
     import tiktoken
@@ -219,19 +218,25 @@ def calc_accuracy_loader(
     in eval mode; the model's mode is restored afterwards."""
     if num_batches is not None and num_batches <= 0:
         raise ValueError(f"num_batches must be positive or None, got {num_batches}")
-    num_batches = rehearsal_cap(num_batches, "batches")
     with eval_mode(model):
         correct, total = _count_correct(model, itertools.islice(loader, num_batches), device, pool)
     return correct / total if total else float("nan")
 
 
 def predict_loader(
-    model: nn.Module, loader: Iterable[Any], device: torch.device | str, pool: Pool = "last_real"
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device | str,
+    pool: Pool = "last_real",
+    num_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(labels, predictions)`` of every example in ``loader``, as two CPU long tensors."""
+    """``(labels, predictions)`` of the examples in the first ``num_batches`` batches of
+    ``loader`` (all by default), as two CPU long tensors."""
+    if num_batches is not None and num_batches <= 0:
+        raise ValueError(f"num_batches must be positive or None, got {num_batches}")
     labels, preds = [], []
     with eval_mode(model), torch.no_grad():
-        for batch in itertools.islice(loader, rehearsal_cap(None, "batches")):
+        for batch in itertools.islice(loader, num_batches):
             logits, y = _batch_logits(model, batch, device, pool)
             labels.append(y.cpu())
             preds.append(logits.argmax(dim=-1).cpu())

@@ -26,20 +26,24 @@ whole model, recompiled at every position, halved the speed). So ``"auto"`` meas
 a short greedy generation with each candidate at each batch size it will be used for, and
 keeps a candidate only if it beats the default float32 path at every one of them.
 :func:`~gpt2lib.generate.generate`'s own defaults stay exact (float32, the KV cache, eager).
+
+The choice is an object, :class:`InferenceSettings`, that the caller holds: it says what was
+chosen and measured, carries the compiled decoder to pass to ``generate`` (``decoder=``), and
+undoes itself (``settings.undo()`` gives the model back its weights as they were).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .static_decode import decoder_for, forget_decoder
+from .static_decode import StaticDecoder
+from .timing import time_interleaved
 
 Auto = Literal["auto"]
 MARGIN = 1.05  # a candidate must be this much faster than the default at every batch size
@@ -108,9 +112,14 @@ def candidates(
 
 
 def decode_rate(
-    model: nn.Module, batch_size: int, compile: bool, prompt_len: int = 32, new_tokens: int = 32
+    model: nn.Module,
+    batch_size: int,
+    decoder: StaticDecoder | None = None,
+    prompt_len: int = 32,
+    new_tokens: int = 32,
 ) -> float:
-    """New tokens per second of greedy generation (after one warm-up run, best of two)."""
+    """New tokens per second of greedy generation (one warm-up run, median of three), timed
+    with :func:`gpt2lib.timing.time_interleaved`; ``decoder``: through its compiled step."""
     from .generate import generate
 
     device = next(model.parameters()).device
@@ -118,17 +127,9 @@ def decode_rate(
     prompt_len = min(prompt_len, model.cfg.context_length - new_tokens)
     idx = torch.randint(0, model.cfg.vocab_size, (batch_size, prompt_len), generator=gen)
     idx = idx.to(device)
-    generate(model, idx, new_tokens, compile=compile)  # warm-up (and compilation)
-    best = float("inf")
-    for _ in range(2):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        generate(model, idx, new_tokens, compile=compile)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return batch_size * new_tokens / best
+    run = {"generate": lambda: generate(model, idx, new_tokens, decoder=decoder)}
+    timing = time_interleaved(run, {"generate": batch_size * new_tokens}, reps=3, device=device)
+    return timing["generate"].rate
 
 
 def choose(rates: dict[Setting, dict[int, float]]) -> Setting:
@@ -143,20 +144,66 @@ def choose(rates: dict[Setting, dict[int, float]]) -> Setting:
     return best if best is not None and worst(best) >= MARGIN else default
 
 
+@dataclass
+class InferenceSettings:
+    """What :func:`optimize_for_inference` did to ``model``: hold it, pass its ``decoder`` to
+    :func:`~gpt2lib.generate.generate`, and call :meth:`undo` to go back.
+
+    ``chosen``: the setting applied; ``measured``: new tokens/s of every candidate tried, per
+    batch size (empty when nothing was measured); ``decoder``: the compiled static decode step
+    when ``chosen.compile``, else None.
+    """
+
+    model: nn.Module
+    chosen: Setting
+    measured: dict[Setting, dict[int, float]] = field(default_factory=dict)
+    decoder: StaticDecoder | None = None
+    _original: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments that give :func:`~gpt2lib.generate.generate` this setting."""
+        return {"decoder": self.decoder}
+
+    def report(self) -> dict[str, Any]:
+        """Plain data (for printing and JSON): the choice, the dtype, the tokens/s measured."""
+        return {
+            "chosen": str(self.chosen),
+            "dtype": str(next(self.model.parameters()).dtype),
+            "compile": self.chosen.compile,
+            "measured_tokens_per_s": {str(k): dict(r) for k, r in self.measured.items()},
+        }
+
+    def undo(self) -> nn.Module:
+        """Give the model back its weights as they were (dtype, values and memory layout) and
+        drop the compiled decoder; return the model."""
+        if self._original is not None:
+            with torch.no_grad():
+                for name, param in self.model.named_parameters():  # tied weights: once
+                    param.data = self._original[name].to(param.device)
+        elif self.chosen.transpose:
+            with torch.no_grad():
+                for module in self.model.modules():
+                    if isinstance(module, nn.Linear):
+                        module.weight.data = module.weight.data.contiguous()
+        self.decoder = None
+        self.chosen = Setting()
+        return self.model
+
+
 def optimize_for_inference(
     model: nn.Module,
     dtype: torch.dtype | Auto | None = "auto",
     compile: bool | Auto = "auto",
     batch_sizes: Sequence[int] = (1, 8),
-) -> nn.Module:
-    """Put ``model`` in eval mode with the fastest measured dtype and decode path; return it.
+) -> InferenceSettings:
+    """Put ``model`` in eval mode with the fastest measured dtype and decode path, in place, and
+    return the :class:`InferenceSettings` that say what was chosen (and undo it).
 
     ``"auto"`` (either argument) times greedy decoding of each :func:`candidates` setting at
     each of ``batch_sizes`` and keeps the float32 default unless a candidate is faster at all
-    of them (see :func:`choose`); ``model.inference_settings`` records the choice and the
-    tokens/s measured. A given ``dtype`` (None: keep the model's) and ``compile`` are applied
-    as they are. ``compile=True`` makes :func:`~gpt2lib.generate.generate` use the compiled
-    static decode step for this model by default. Works in place.
+    of them (see :func:`choose`). A given ``dtype`` (None: keep the model's) and ``compile``
+    are applied as they are. With compilation chosen, ``settings.decoder`` is the compiled
+    static decode step: pass it on, ``generate(model, idx, n, **settings.generate_kwargs())``.
     """
     if dtype not in ("auto", None) and not (
         isinstance(dtype, torch.dtype) and dtype.is_floating_point
@@ -168,34 +215,33 @@ def optimize_for_inference(
     device = next(model.parameters()).device
     options = candidates(device, dtype, compile)
     rates: dict[Setting, dict[int, float]] = {}
+    decoders: dict[Setting, StaticDecoder] = {}
     if len(options) > 1:
         for setting in options:
             # the model itself where only the decode path differs: its compiled step, if
             # chosen, is then kept rather than compiled again
             same_weights = setting.dtype is None and not setting.transpose
-            trial = model if same_weights else apply(copy.deepcopy(model), setting)
-            rates[setting] = {b: decode_rate(trial, b, setting.compile) for b in batch_sizes}
-            if trial is not model:
-                forget_decoder(trial)
+            trial = model if same_weights else _apply(copy.deepcopy(model), setting)
+            decoder = StaticDecoder(trial) if setting.compile else None
+            rates[setting] = {b: decode_rate(trial, b, decoder) for b in batch_sizes}
+            if decoder is not None and trial is model:
+                decoders[setting] = decoder
     chosen = choose(rates) if rates else options[0]
-    apply(model, chosen)
-    model.inference_settings = {  # type: ignore[assignment]
-        "chosen": str(chosen),
-        "dtype": str(next(model.parameters()).dtype),
-        "compile": chosen.compile,
-        "measured_tokens_per_s": {str(k): r for k, r in rates.items()},
-    }
-    return model
+    original = None
+    if chosen.dtype is not None and chosen.dtype != next(model.parameters()).dtype:
+        original = {  # a copy to undo the cast with; the transposed layout needs none
+            name: p.detach().to("cpu", copy=True)
+            for name, p in model.named_parameters()
+        }
+    _apply(model, chosen)
+    decoder = decoders.get(chosen) or (StaticDecoder(model) if chosen.compile else None)
+    return InferenceSettings(model, chosen, rates, decoder, original)
 
 
-def apply(model: nn.Module, setting: Setting) -> nn.Module:
-    """Give ``model`` the dtype, decode path and weight layout of ``setting``, in place."""
+def _apply(model: nn.Module, setting: Setting) -> nn.Module:
+    """Give ``model`` the dtype and weight layout of ``setting``, in place."""
     if setting.dtype is not None:
         model.to(setting.dtype)
     if setting.transpose:
         transpose_weight_storage(model)
-    if setting.compile:
-        decoder_for(model)  # the model's decoder, made now or kept from a measurement
-    else:
-        forget_decoder(model)
     return model

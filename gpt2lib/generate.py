@@ -23,8 +23,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .model import check_attention_mask, check_token_ids, eval_mode
-from .profile import rehearsal_cap
-from .static_decode import decoder_for, fits
+from .static_decode import StaticDecoder, fits
 from .tokenizer import get_tokenizer
 
 
@@ -149,28 +148,27 @@ def _logits_source(
     max_new_tokens: int,
     dtype: torch.dtype | None,
     use_cache: bool,
-    compile: bool | None,
+    decoder: StaticDecoder | None,
 ) -> LogitsFn:
     """``next_logits(idx, mask)``: the logits (B, vocab) after all of ``idx`` so far.
 
     The default path feeds the model what it has not seen (with a :class:`KVCache`, or the
-    whole window without). The static path (:mod:`gpt2lib.static_decode`) prefills once, then
-    runs its compiled one-token step; it is used when ``compile`` is True, or None and the
-    model has a decoder (from :func:`~gpt2lib.fast.optimize_for_inference`), and the whole
-    sequence fits in the context.
+    whole window without). With a ``decoder`` the static path (:mod:`gpt2lib.static_decode`)
+    prefills once, then runs its compiled one-token step, if the whole sequence fits in the
+    context (a longer one needs the sliding window of the default path).
     """
-    if compile and not use_cache:
-        raise ValueError("compile=True needs use_cache=True (the compiled step keeps a cache)")
-    decoder = None
-    if use_cache and compile is not False and fits(model, idx.shape[1], max_new_tokens):
-        decoder = decoder_for(model, create=bool(compile))
     if decoder is not None:
+        if not use_cache:
+            raise ValueError("a decoder needs use_cache=True (the compiled step keeps a cache)")
+        if decoder.model is not model:
+            raise ValueError("the decoder was made for another model: StaticDecoder(model)")
+    if decoder is not None and fits(model, idx.shape[1], max_new_tokens):
         session = None
 
         def static(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             nonlocal session
             if session is None:
-                logits, session = decoder.start(model, idx, max_new_tokens, mask, dtype)
+                logits, session = decoder.start(idx, max_new_tokens, mask, dtype)
                 return logits
             return session.step(idx[:, -1:])
 
@@ -206,7 +204,7 @@ def generate(
     use_cache: bool = True,
     attention_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
-    compile: bool | None = None,
+    decoder: StaticDecoder | None = None,
 ) -> torch.Tensor:
     """Extend the token IDs ``idx`` (B, T) by up to ``max_new_tokens``; returns (B, T + n).
 
@@ -217,15 +215,15 @@ def generate(
     ``use_cache``: keep keys and values in a :class:`~gpt2lib.kv_cache.KVCache` (same tokens,
     much faster). ``attention_mask`` (B, T): 1 for prompt tokens, 0 for left padding, so that
     prompts of different lengths share a batch. ``dtype``: run under autocast to, e.g.,
-    ``torch.bfloat16`` (None: the model's own dtype, exact). ``compile``: True decodes with
-    the compiled static step of :mod:`gpt2lib.static_decode` (CUDA graphs on a GPU), False
-    never does, None (default) does if :func:`~gpt2lib.fast.optimize_for_inference` set it up.
+    ``torch.bfloat16`` (None: the model's own dtype, exact). ``decoder``: a
+    :class:`~gpt2lib.static_decode.StaticDecoder` of ``model`` decodes with its compiled static
+    step (CUDA graphs on a GPU); :func:`~gpt2lib.fast.optimize_for_inference` returns one in
+    its settings when it chose compilation. None (default): the eager path.
     """
     _check_arguments(model, idx, max_new_tokens, temperature, attention_mask)
-    max_new_tokens = rehearsal_cap(max_new_tokens, "new_tokens")  # scripts/rehearse.py
     B = idx.shape[0]
     model_dtype = next(model.parameters()).dtype
-    next_logits = _logits_source(model, idx, max_new_tokens, dtype, use_cache, compile)
+    next_logits = _logits_source(model, idx, max_new_tokens, dtype, use_cache, decoder)
     mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
     done = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
     with eval_mode(model), _autocast(idx.device, dtype, model_dtype):

@@ -175,14 +175,23 @@ class GPTModel(nn.Module):
             if attention_mask is not None:
                 check_attention_mask(attention_mask)
         pos, mask = self._positions(B, T, past, attention_mask, idx.device)  # (T,)|(B, T)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x = self.embed(idx, pos)  # (B, T, C)
         for block in self.h:
             x = block(x, mask, cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        return self.head(x)  # (B, T, vocab_size)
+
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The blocks' input: token plus position embedding, then dropout. ``idx`` (B, T) token
+        IDs, ``pos`` (T,) or (B, T) their positions; returns (B, T, C)."""
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The output step: final LayerNorm, then the output layer; (B, T, C) -> (B, T, out)."""
+        return self.lm_head(self.ln_f(x))
 
     @staticmethod
     def _positions(
@@ -210,7 +219,7 @@ def attention_weights(model: GPTModel, idx: torch.Tensor) -> torch.Tensor:
     (:meth:`MultiHeadAttention.forward_with_weights`), to look at what the heads attend to.
     """
     with eval_mode(model):
-        x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
+        x = model.embed(idx, torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
         weights = []
         for block in model.h:
             attended, w = block.attn.forward_with_weights(block.ln_1(x))  # w: (B, nh, T, T)

@@ -2,17 +2,20 @@
 
 ``GPT2LIB_PROFILE=full`` (the default) runs every chapter with the book's settings and the real
 GPT-2 weights; ``GPT2LIB_PROFILE=offline`` runs the same code small enough for a 2-core CPU with
-no internet (the test suite and CI set it). Chapters read it through :func:`get_profile` or
-:func:`choose`; nothing else in the library looks at the environment to guess where it runs.
+no internet (the test suite and CI set it). Chapters read it in their settings cell, through
+:func:`get_profile` or :func:`choose`.
 
-``GPT2LIB_REHEARSAL=1`` (set by ``scripts/rehearse.py`` only) caps the loop counts of a run
-(:data:`REHEARSAL_CAPS`), so that the full profile can be executed end to end in CI on random
-stand-ins at the real model sizes.
+A *rehearsal* (``scripts/rehearse.py``) executes the full profile end to end in CI, on random
+stand-ins at the real model sizes, with its loop counts capped. The caps are settings like any
+other: a chapter reads them once, in its settings cell, through :func:`loop_caps`, and passes
+the capped counts to the library as arguments. No library function reads this module; each
+does exactly what its arguments say.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 Profile = Literal["full", "offline"]
@@ -35,22 +38,38 @@ def choose(full: T, offline: T) -> T:
 
 # --- the rehearsal of the full profile ------------------------------------------------------
 
-REHEARSAL_ENV = "GPT2LIB_REHEARSAL"
-# what a rehearsal caps (scripts/rehearse.py): optimizer steps of a training run, batches of an
-# evaluation pass, new tokens of a generation. Nothing else changes: the code path, the model
-# sizes and the settings are the full profile's.
-REHEARSAL_CAPS = {"steps": 2, "batches": 2, "new_tokens": 4}
+REHEARSAL_ENV = "GPT2LIB_REHEARSAL"  # set to 1 by scripts/rehearse.py, nowhere else
 
 
-def rehearsal() -> bool:
-    """Whether this is a rehearsal run (``GPT2LIB_REHEARSAL=1``): loop counts are capped."""
-    return os.environ.get(REHEARSAL_ENV, "").strip() not in ("", "0")
+@dataclass(frozen=True)
+class LoopCaps:
+    """Upper bounds on a chapter's loop counts; None: no bound.
+
+    ``steps``: optimizer steps of a training run; ``batches``: batches of an evaluation pass;
+    ``new_tokens``: tokens of a generation. ``caps.limit(count, "batches")`` is ``count`` under
+    the bound (``None``, "all of them", becomes the bound itself).
+    """
+
+    steps: int | None = None
+    batches: int | None = None
+    new_tokens: int | None = None
+
+    def limit(self, count: int | None, what: Literal["steps", "batches", "new_tokens"]) -> int | None:
+        bound = getattr(self, what)
+        if bound is None:
+            return count
+        return bound if count is None else min(count, bound)
 
 
-def rehearsal_cap(count: int | None, what: str) -> int | None:
-    """``count`` capped at ``REHEARSAL_CAPS[what]`` in a rehearsal (``None``: "all" is capped too);
-    ``count`` itself otherwise."""
-    if not rehearsal():
-        return count
-    cap = REHEARSAL_CAPS[what]
-    return cap if count is None else min(count, cap)
+NO_CAPS = LoopCaps()
+REHEARSAL_CAPS = LoopCaps(steps=2, batches=2, new_tokens=4)
+
+
+def loop_caps() -> LoopCaps:
+    """:data:`REHEARSAL_CAPS` in a rehearsal (``GPT2LIB_REHEARSAL=1``), :data:`NO_CAPS` otherwise.
+
+    For a chapter's settings cell: the code path, the model sizes and every other setting stay
+    the profile's; only the loop counts the chapter passes on are bounded.
+    """
+    rehearsing = os.environ.get(REHEARSAL_ENV, "").strip() not in ("", "0")
+    return REHEARSAL_CAPS if rehearsing else NO_CAPS

@@ -22,12 +22,15 @@ step would be a new graph. Here instead:
 On CUDA the step is compiled with ``mode="reduce-overhead"`` (CUDA graphs); elsewhere with the
 default mode. The same idea is Hugging Face's ``StaticCache`` with ``torch.compile`` and
 gpt-fast's decoding loop. In float32 the greedy tokens equal the default path's.
+
+A :class:`StaticDecoder` belongs to one model and holds its compiled code and cache tensors;
+whoever holds it passes it to :func:`gpt2lib.generate.generate` (``decoder=``). Nothing is
+registered anywhere: dropping the decoder goes back to the default path.
 """
 
 from __future__ import annotations
 
 import types
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,10 +77,10 @@ def decode_step(
     written = torch.arange(max_len, device=token.device) <= slot  # (max_len,)
     mask = (key_mask & written)[:, None, None, :]  # (B, 1, 1, max_len): may attend
     cache = _SlotWriter(keys, values, slot)
-    x = model.wte(token) + model.wpe(position)  # (B, 1, C)
+    x = model.embed(token, position)  # (B, 1, C)
     for block in model.h:
         x = block(x, mask, cache)  # (B, 1, C)
-    return model.lm_head(model.ln_f(x))[:, -1]  # (B, vocab)
+    return model.head(x)[:, -1]  # (B, vocab)
 
 
 def prefill(
@@ -98,7 +101,6 @@ class Session:
     """One generation on a :class:`StaticDecoder`: feed it the chosen token, get the next logits."""
 
     decoder: StaticDecoder
-    model: nn.Module
     token: torch.Tensor  # (B, 1) the token to feed next (one buffer: the same strides every step)
     position: torch.Tensor  # (B, 1) position id of the next token of each row
     slot: torch.Tensor  # (1,) the cache slot of the next token
@@ -112,7 +114,7 @@ class Session:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
         self.token.copy_(token)
         logits = self.decoder.compiled_step(
-            self.model, self.token, self.position, self.slot, self.key_mask, self.keys, self.values
+            self.decoder.model, self.token, self.position, self.slot, self.key_mask, self.keys, self.values
         )
         self.position += 1
         self.slot += 1
@@ -127,16 +129,19 @@ def _own_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class StaticDecoder:
-    """Compiled prefill and decode step for greedy or sampled generation (see the module doc).
+    """Compiled prefill and decode step of ``model``, for greedy or sampled generation (see the
+    module doc): ``generate(model, idx, n, decoder=StaticDecoder(model))``.
 
     ``mode``: ``torch.compile``'s mode for the step (default: ``"reduce-overhead"`` on CUDA,
     which adds CUDA graphs; ``"default"`` elsewhere). ``backend``: ``torch.compile``'s backend
-    (``"inductor"``; tests count compilations with a counting backend). Obtain one per model
-    with :func:`decoder_for`, so that its compiled code and cache tensors are reused.
+    (``"inductor"``; tests count compilations with a counting backend). Keep one per model and
+    pass it to every generation: the step compiles once per batch size and cache length, and
+    its cache tensors are reused. Made for the model's device and dtype as they are now.
     """
 
-    def __init__(self, device: torch.device, mode: str | None = None, backend: Any = "inductor"):
-        self.device = torch.device(device)
+    def __init__(self, model: nn.Module, mode: str | None = None, backend: Any = "inductor"):
+        self.model = model
+        self.device = next(model.parameters()).device
         self.mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
         self.cuda_graphs = self.device.type == "cuda" and self.mode == "reduce-overhead"
         mode_arg = {"mode": self.mode} if backend == "inductor" else {}  # inductor's option
@@ -147,13 +152,13 @@ class StaticDecoder:
         self._caches: dict[tuple[int, int, torch.dtype], tuple[list, list]] = {}
 
     def _cache(
-        self, model: nn.Module, batch: int, max_len: int, dtype: torch.dtype
+        self, batch: int, max_len: int, dtype: torch.dtype
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The cache tensors for this shape: made once, then reused (their addresses are baked
         into a CUDA graph, so new ones would mean recording it again)."""
         key = (batch, max_len, dtype)
         if key not in self._caches:
-            cache = KVCache.empty(model.cfg, batch, max_len, self.device, dtype)
+            cache = KVCache.empty(self.model.cfg, batch, max_len, self.device, dtype)
             for t in (*cache.keys, *cache.values):
                 torch._dynamo.mark_static_address(t)  # mutated in place by the graph
             self._caches[key] = (cache.keys, cache.values)
@@ -161,7 +166,6 @@ class StaticDecoder:
 
     def start(
         self,
-        model: nn.Module,
         idx: torch.Tensor,
         max_new_tokens: int,
         attention_mask: torch.Tensor | None = None,
@@ -170,13 +174,14 @@ class StaticDecoder:
         """Prefill the prompts ``idx`` (B, T); return the logits (B, vocab) after them and the
         :class:`Session` that decodes the next tokens. Needs ``T + max_new_tokens`` to fit in
         the context (see :func:`fits`)."""
+        model = self.model
         B, T = idx.shape
         ctx = model.cfg.context_length
         if not fits(model, T, max_new_tokens):
             raise ValueError(f"{T} + {max_new_tokens} tokens do not fit the context ({ctx})")
         max_len = min(ctx, -(-(T + max_new_tokens) // BUCKET) * BUCKET)
         dtype = dtype or next(model.parameters()).dtype
-        keys, values = self._cache(model, B, max_len, dtype)
+        keys, values = self._cache(B, max_len, dtype)
         real = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else (
             attention_mask.to(idx.device).bool()
         )  # fmt: skip
@@ -186,29 +191,10 @@ class StaticDecoder:
         position = real.sum(dim=1, keepdim=True)  # (B, 1): real tokens before the next one
         slot = torch.tensor([T], device=idx.device)
         token = torch.zeros(B, 1, dtype=torch.long, device=idx.device)
-        return logits, Session(self, model, token, position, slot, key_mask, keys, values)
+        return logits, Session(self, token, position, slot, key_mask, keys, values)
 
 
 def fits(model: nn.Module, prompt_len: int, max_new_tokens: int) -> bool:
     """Whether the static path can decode ``max_new_tokens`` after ``prompt_len`` tokens: the
     whole sequence (the last token is never fed back) must fit in the context."""
     return prompt_len + max(max_new_tokens - 1, 0) <= model.cfg.context_length
-
-
-_DECODERS: weakref.WeakKeyDictionary[nn.Module, StaticDecoder] = weakref.WeakKeyDictionary()
-
-
-def decoder_for(model: nn.Module, create: bool = True, **options: Any) -> StaticDecoder | None:
-    """The :class:`StaticDecoder` of ``model`` (made on first use, with ``options``), or None
-    if it has none and ``create`` is False. :func:`gpt2lib.fast.optimize_for_inference` makes
-    one, after which :func:`~gpt2lib.generate.generate` uses it by default."""
-    decoder = _DECODERS.get(model)
-    if decoder is None and create:
-        decoder = _DECODERS[model] = StaticDecoder(next(model.parameters()).device, **options)
-    return decoder
-
-
-def forget_decoder(model: nn.Module) -> None:
-    """Detach ``model``'s decoder: :func:`~gpt2lib.generate.generate` goes back to the default
-    path unless called with ``compile=True``."""
-    _DECODERS.pop(model, None)

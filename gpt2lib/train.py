@@ -70,7 +70,6 @@ from .distributed import (
 )
 from .history import History
 from .model import eval_mode
-from .profile import rehearsal_cap
 
 __all__ = [
     "Checkpoint",
@@ -139,7 +138,6 @@ def calc_loss_loader(
     """
     if num_batches is not None and num_batches <= 0:
         raise ValueError(f"num_batches must be positive or None, got {num_batches}")
-    num_batches = rehearsal_cap(num_batches, "batches")
     total, count = 0.0, 0
     with _eval_mode(model):
         for batch in itertools.islice(loader, num_batches):
@@ -397,7 +395,7 @@ def _evaluate(
     autocast: contextlib.AbstractContextManager[Any],
 ) -> tuple[float, dict[str, float]]:
     """Mean loss (and ``eval_fn``'s metrics) over the first batches, averaged over processes."""
-    subset = list(itertools.islice(batches.epoch(0), rehearsal_cap(num_batches, "batches")))
+    subset = list(itertools.islice(batches.epoch(0), num_batches))
     total, count, metrics = 0.0, 0, {}
     with _eval_mode(model), autocast:
         for batch in subset:
@@ -474,7 +472,7 @@ def _prepare(
         "batches_per_epoch": len(train_batches),
         "world_size": info.world_size,
     }
-    total = rehearsal_cap(cfg.total_steps(len(train_batches)), "steps")  # scripts/rehearse.py
+    total = cfg.total_steps(len(train_batches))
     return _Run(
         model, cfg, info, device, loss_fn, eval_fn, optimizer, train_batches, eval_sets,
         total, layout,

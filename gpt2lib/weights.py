@@ -1,4 +1,4 @@
-"""Pretrained weights: OpenAI's GPT-2 checkpoints and Hugging Face's, in and out of :class:`GPTModel`.
+"""Pretrained weights: OpenAI's GPT-2 checkpoints, downloaded and loaded into :class:`GPTModel`.
 
 OpenAI released GPT-2 (Radford et al., 2019) as TensorFlow 1 checkpoints, seven files per size
 under ``https://openaipublic.blob.core.windows.net/gpt-2/models/<size>/``. Their variables are
@@ -12,8 +12,8 @@ Parameters travel as a *flat* dict ``{openai_name: numpy array}`` holding each v
 the checkpoint stores it (``"model/h0/attn/c_attn/w"`` has shape ``(1, 768, 2304)``), so what
 :func:`load_openai_checkpoint` returns is what ``tf.train.list_variables`` lists.
 
-TensorFlow, ``safetensors`` and ``transformers`` are imported inside the functions that need
-them: ``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
+TensorFlow (the reference reader) is imported inside the function that needs it:
+``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
 ``load_weights_into_gpt`` in chapter 5 of Raschka, *Build a Large Language Model (From
 Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
 """
@@ -21,7 +21,6 @@ Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -33,10 +32,9 @@ import numpy as np
 import torch
 
 from .config import GPT2_SIZES, GPTConfig
-from .download import DownloadError, cache_dir, discard, download, fetch, is_cached
-from .files import FileFormatError, atomic_dir, read_json
+from .download import DownloadError, cache_dir, discard, download, is_cached
+from .files import FileFormatError, read_json
 from .model import GPTModel
-from .profile import rehearsal
 
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models/{size}/{file}"
 GPT2_FILES = (
@@ -156,11 +154,20 @@ def hparams_from_config(cfg: GPTConfig) -> dict[str, int]:
 
 
 def _check_shape(name: str, key: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
-    """``expected`` is in the source's layout, so the message compares like with like."""
+    """Raise ``ValueError`` unless ``value`` has the ``expected`` shape and only finite numbers.
+
+    ``expected`` is in the source's layout, so the message compares like with like.
+    """
     if tuple(value.shape) != tuple(expected):
         raise ValueError(
             f"shape mismatch for {name} (our {key}): the weights have {tuple(value.shape)}, "
             f"the model expects {tuple(expected)}"
+        )
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(
+            f"{name} (our {key}) holds {bad:,} values that are NaN or infinite: a damaged "
+            "checkpoint, or one saved after training diverged"
         )
 
 
@@ -383,11 +390,12 @@ def describe_checkpoint(name: str, models_dir: str | os.PathLike | None = None) 
 
     A checkpoint that is not one of OpenAI's releases says what it is in a small JSON file
     beside it, ``gpt2lib.json`` (``{"description": ...}``), fetched with it; the description
-    travels with the checkpoint, so loading needs no registry of models.
+    travels with the checkpoint, so loading needs no registry of models. Where there is none
+    (the server answers 404), a checkpoint named like one of OpenAI's sizes is OpenAI's release;
+    any other is a checkpoint in OpenAI's layout of unknown origin. (The rehearsal's mirror
+    serves random stand-ins under OpenAI's size names, each with its description.)
     """
     _check_size_name(name)
-    if name in GPT2_SIZES and not rehearsal():  # a rehearsal serves stand-ins at these names
-        return f"OpenAI's GPT-2 {name} (the released weights)"
     target = Path(models_dir) if models_dir is not None else cache_dir() / "models"
     path = target / name / DESCRIPTION_FILE
     if not is_cached(path):
@@ -396,6 +404,8 @@ def describe_checkpoint(name: str, models_dir: str | os.PathLike | None = None) 
         except DownloadError as err:
             if err.status != 404:
                 raise
+            if name in GPT2_SIZES:
+                return f"OpenAI's GPT-2 {name} (the released weights)"
             return f"{name}: a checkpoint in OpenAI's layout, not one of OpenAI's GPT-2 releases"
     about = read_json(path, DESCRIPTION_FILE)
     if not isinstance(about, dict) or not isinstance(about.get("description"), str):
@@ -443,156 +453,3 @@ def load_pretrained(
     description = describe_checkpoint(name, models_dir)
     info = PretrainedInfo(name, description, url, mirror_url(url), n_params)
     return model, info
-
-
-# --- Hugging Face -------------------------------------------------------------------------------
-
-HF_GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
-HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
-_HF_MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
-
-
-def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, Any]) -> GPTModel:
-    """Copy a Hugging Face GPT-2 state dict into ``model``; return it.
-
-    Accepts the keys of ``GPT2LMHeadModel`` (``transformer.h.0...``, ``lm_head.weight``) and of
-    ``GPT2Model`` (``h.0...``). ``Conv1D`` weights (``[in, out]``) are transposed; the causal-mask
-    buffers ``attn.bias``/``attn.masked_bias`` are skipped. Every other key must match: missing
-    or unexpected keys and shape mismatches raise a ``ValueError`` naming them. Without
-    ``lm_head.weight`` an untied head gets a copy of ``wte``; a tied model accepts it only if it
-    equals ``wte``.
-    """
-    if not model.cfg.qkv_bias:
-        raise ValueError("Hugging Face's GPT-2 has query/key/value biases: use qkv_bias=True")
-    renamed = {}
-    for hf_key, value in state_dict.items():
-        key = hf_key.removeprefix("transformer.")
-        if not _HF_MASK_BUFFER.fullmatch(key):
-            renamed[key] = (hf_key, torch.as_tensor(value))
-    lm_head = renamed.pop("lm_head.weight", None)
-    expected = {k for k in model.state_dict() if k != "lm_head.weight"}
-    _check_names(set(renamed), expected, "state dict keys")
-    state, tensors = model.state_dict(), {}
-    for key, (hf_key, value) in renamed.items():  # check every shape before copying anything
-        shape = tuple(state[key].shape)
-        _check_shape(hf_key, key, value, shape[::-1] if _is_conv1d(key) else shape)
-        tensors[key] = value.T if _is_conv1d(key) else value  # Conv1D: [in, out] -> [out, in]
-    if model.cfg.tie_embeddings:
-        if lm_head is not None and not torch.equal(lm_head[1], tensors["wte.weight"]):
-            raise ValueError("lm_head.weight differs from wte.weight but the model ties them")
-    else:
-        hf_key, value = lm_head if lm_head is not None else ("wte.weight", tensors["wte.weight"])
-        _check_shape(hf_key, "lm_head.weight", value, tuple(state["lm_head.weight"].shape))
-        tensors["lm_head.weight"] = value
-    _assign(model, tensors)
-    return model
-
-
-def config_from_hf(config: Mapping[str, Any]) -> GPTConfig:
-    """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json``."""
-    if config.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"not a GPT-2 config: model_type={config.get('model_type')!r}")
-    if config.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"unsupported activation {config['activation_function']!r}")
-    if config.get("n_inner") not in (None, 4 * config["n_embd"]):
-        raise ValueError(f"unsupported n_inner={config['n_inner']} (GPTModel uses 4 * n_embd)")
-    return GPTConfig(
-        vocab_size=config["vocab_size"],
-        context_length=config["n_positions"],
-        emb_dim=config["n_embd"],
-        n_heads=config["n_head"],
-        n_layers=config["n_layer"],
-        drop_rate=config.get("resid_pdrop", 0.0),
-        qkv_bias=True,
-        tie_embeddings=config.get("tie_word_embeddings", True),
-    )
-
-
-def _hf_source(source: str | os.PathLike) -> tuple[Path, GPTConfig | None]:
-    """Resolve a path or hub name to (safetensors file, config if known)."""
-    name = str(source).removeprefix("openai-community/")
-    if name in HF_GPT2_SIZES:
-        url = HF_URL.format(repo=f"openai-community/{name}", file="model.safetensors")
-        return fetch(url), GPTConfig.gpt2(HF_GPT2_SIZES[name], tie_embeddings=True)
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if path.is_file():
-        config = path.parent / "config.json"
-        return path, config_from_hf(json.loads(config.read_text())) if config.is_file() else None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):  # another hub repository, "owner/name"
-        cfg_path = fetch(HF_URL.format(repo=source, file="config.json"))
-        file = fetch(HF_URL.format(repo=source, file="model.safetensors"))
-        return file, config_from_hf(json.loads(cfg_path.read_text()))
-    raise ValueError(
-        f"{str(source)!r} is neither a safetensors file, a directory holding one, nor a hub "
-        f"repository; OpenAI's GPT-2 on the hub: {', '.join(HF_GPT2_SIZES)}"
-    )
-
-
-def load_hf_safetensors(source: str | os.PathLike, cfg: GPTConfig | None = None) -> GPTModel:
-    """Load GPT-2 weights in Hugging Face's ``model.safetensors`` format; return the model in eval.
-
-    ``source`` is a hub name (``"gpt2"``, ``"gpt2-medium"``, ``"gpt2-large"``, ``"gpt2-xl"``,
-    optionally prefixed ``"openai-community/"``, fetched from
-    ``https://huggingface.co/openai-community/<name>/resolve/main/model.safetensors`` through
-    :mod:`gpt2lib.download`), another hub repository ``"owner/name"`` (with its ``config.json``),
-    or a local file or directory (its ``config.json`` is read when present). ``cfg`` overrides
-    the configuration found, and is required when none is.
-    """
-    from safetensors.torch import load_file
-
-    path, found = _hf_source(source)
-    cfg = cfg or found
-    if cfg is None:
-        raise ValueError(f"no config.json next to {path}: pass cfg=GPTConfig(...)")
-    model = GPTModel(cfg)
-    load_hf_state_dict(model, load_file(str(path)))
-    return model.eval()
-
-
-def export_hf(model: GPTModel, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` for ``GPT2LMHeadModel.from_pretrained``.
-
-    Keys are ``GPT2LMHeadModel``'s (``transformer.`` prefix, ``Conv1D`` weights ``[in, out]``);
-    ``lm_head.weight`` is written only for an untied model. A model without query/key/value
-    biases is exported with zero biases, which computes the same function.
-    """
-    from safetensors.torch import save_file
-
-    cfg, state = model.cfg, model.state_dict()
-    tensors = {}
-    for key, value in state.items():
-        if key == "lm_head.weight":
-            continue
-        value = value.T if _is_conv1d(key) else value
-        tensors[f"transformer.{key}"] = value.detach().to("cpu", torch.float32).contiguous()
-    for i in range(cfg.n_layers):
-        tensors.setdefault(f"transformer.h.{i}.attn.c_attn.bias", torch.zeros(3 * cfg.emb_dim))
-    if not cfg.tie_embeddings:
-        tensors["lm_head.weight"] = state["lm_head.weight"].detach().to("cpu", torch.float32)
-    config = {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.context_length,
-        "n_embd": cfg.emb_dim,
-        "n_layer": cfg.n_layers,
-        "n_head": cfg.n_heads,
-        "n_inner": None,
-        "activation_function": "gelu_new",
-        "resid_pdrop": cfg.drop_rate,
-        "embd_pdrop": cfg.drop_rate,
-        "attn_pdrop": cfg.drop_rate,
-        "layer_norm_epsilon": 1e-5,
-        "initializer_range": 0.02,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "torch_dtype": "float32",
-    }
-    if cfg.vocab_size == GPT2_VOCAB_SIZE:
-        config.update(bos_token_id=GPT2_VOCAB_SIZE - 1, eos_token_id=GPT2_VOCAB_SIZE - 1)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, overwrite) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    return out_dir

@@ -175,8 +175,9 @@ def test_bf16_autocast_and_optimize_for_inference():
     assert generate(model, idx, 5, dtype=torch.bfloat16).shape == (2, 11)
     assert next(model.parameters()).dtype == torch.float32  # autocast leaves the weights alone
     assert all(not s.compile for s in candidates("cpu"))  # "auto" never compiles on a CPU
-    fast = optimize_for_inference(model, dtype=torch.bfloat16, compile=False)
-    assert fast is model and not model.training and model.wte.weight.dtype == torch.bfloat16
+    settings = optimize_for_inference(model, dtype=torch.bfloat16, compile=False)
+    assert settings.model is model and not model.training
+    assert model.wte.weight.dtype == torch.bfloat16 and settings.decoder is None
     assert generate(model, idx, 5).shape == (2, 11)
     with pytest.raises(TypeError, match="dtype"):
         optimize_for_inference(model, dtype=torch.int8, compile=False)

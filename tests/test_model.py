@@ -63,7 +63,7 @@ def test_gpt2_124m_parameter_counts():
 def hf_pair(request):
     """Hugging Face's GPT2LMHeadModel with random weights, and our model loaded from it."""
     transformers = pytest.importorskip("transformers")
-    from gpt2lib.weights import load_hf_state_dict
+    from gpt2lib.huggingface import load_hf_state_dict
 
     cfg = request.param
     hf_cfg = transformers.GPT2Config(

@@ -10,7 +10,7 @@ from torch._dynamo.testing import CompileCounter
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.fast import Setting, choose, optimize_for_inference, transpose_weight_storage
 from gpt2lib.generate import generate, generate_batch
-from gpt2lib.static_decode import BUCKET, StaticDecoder, decoder_for, fits, forget_decoder
+from gpt2lib.static_decode import BUCKET, StaticDecoder, fits
 
 CFG = GPTConfig.tiny(tie_embeddings=True, context_length=2 * BUCKET)
 
@@ -29,47 +29,48 @@ def prompt(batch: int, length: int, seed: int) -> torch.Tensor:
 
 def test_decode_step_compiles_once_per_batch_size_and_cache_length(model):
     counter = CompileCounter()  # counts the graphs handed to the backend
-    decoder_for(model, backend=counter)
-    first = generate(model, prompt(1, 7, 1), 64)  # prefill + 63 decode steps
+    decoder = StaticDecoder(model, backend=counter)
+    first = generate(model, prompt(1, 7, 1), 64, decoder=decoder)  # prefill + 63 decode steps
     assert first.shape == (1, 71)
     assert counter.frame_count == 2  # the prefill and the decode step, once each
-    generate(model, prompt(1, 12, 2), 64)  # another prompt length, the same cache bucket
+    generate(model, prompt(1, 12, 2), 64, decoder=decoder)  # another length, the same bucket
     assert counter.frame_count == 2
-    generate(model, prompt(3, 5, 3), 10)  # batch 3: both compile once more (1 was specialised)
+    generate(model, prompt(3, 5, 3), 10, decoder=decoder)  # batch 3: both compile once more
     assert counter.frame_count == 4
-    generate(model, prompt(3, 9, 4), 20)
+    generate(model, prompt(3, 9, 4), 20, decoder=decoder)
     assert counter.frame_count == 4
-    generate(model, prompt(1, 7, 1), 64, compile=False)  # the default path compiles nothing
+    generate(model, prompt(1, 7, 1), 64)  # without the decoder: the default path, nothing compiled
     assert counter.frame_count == 4
-    forget_decoder(model)
 
 
 def test_compiled_greedy_tokens_equal_the_default_path(model):
     idx = prompt(1, 9, 4)
     expected = generate(model, idx, 40)
-    assert torch.equal(generate(model, idx, 40, compile=True), expected)  # inductor, float32
+    decoder = StaticDecoder(model)  # inductor, float32
+    assert torch.equal(generate(model, idx, 40, decoder=decoder), expected)
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]  # left-padded together
-    assert generate_batch(model, prompts, 12, compile=True) == generate_batch(model, prompts, 12)
-    assert decoder_for(model, create=False) is not None  # compile=True made one
-    forget_decoder(model)
+    compiled = generate_batch(model, prompts, 12, decoder=decoder)
+    assert compiled == generate_batch(model, prompts, 12)
 
 
 def test_static_path_falls_back_where_the_sequence_outgrows_the_context(model):
     assert fits(model, CFG.context_length - 9, 10) and not fits(model, CFG.context_length - 8, 10)
     idx = prompt(1, CFG.context_length - 4, 5)
     counter = CompileCounter()
-    decoder_for(model, backend=counter)
-    out = generate(model, idx, 10)  # past the context: the sliding window, uncompiled
+    decoder = StaticDecoder(model, backend=counter)
+    out = generate(model, idx, 10, decoder=decoder)  # past the context: the sliding window
     assert counter.frame_count == 0
-    assert torch.equal(out, generate(model, idx, 10, compile=False))
-    forget_decoder(model)
+    assert torch.equal(out, generate(model, idx, 10))
     with pytest.raises(ValueError, match="use_cache"):
-        generate(model, idx, 2, compile=True, use_cache=False)
+        generate(model, idx, 2, decoder=decoder, use_cache=False)
+    other = GPTModel(CFG).eval()
+    with pytest.raises(ValueError, match="another model"):
+        generate(other, idx[:, :5], 2, decoder=decoder)
 
 
 def test_decoder_refuses_a_sequence_that_does_not_fit(model):
     with pytest.raises(ValueError, match="context"):
-        StaticDecoder("cpu").start(model, prompt(1, CFG.context_length, 6), 5)
+        StaticDecoder(model).start(prompt(1, CFG.context_length, 6), 5)
 
 
 def test_auto_keeps_a_candidate_only_if_faster_at_every_batch_size():
@@ -90,19 +91,35 @@ def test_optimize_for_inference_measures_and_records_its_choice(model, monkeypat
 
     options = [Setting(), Setting(torch.bfloat16), Setting(transpose=True)]
     monkeypatch.setattr(fast, "candidates", lambda *a: options)
-    optimize_for_inference(model, batch_sizes=(1, 2))
-    settings = model.inference_settings
-    assert list(settings["measured_tokens_per_s"]) == [str(o) for o in options]
-    assert all(
-        set(r) == {1, 2} and min(r.values()) > 0 for r in settings["measured_tokens_per_s"].values()
-    )
-    assert settings["dtype"] == str(model.wte.weight.dtype) and settings["compile"] is False
-    assert settings["chosen"] in settings["measured_tokens_per_s"]
+    settings = optimize_for_inference(model, batch_sizes=(1, 2))
+    assert list(settings.measured) == options
+    assert all(set(r) == {1, 2} and min(r.values()) > 0 for r in settings.measured.values())
+    report = settings.report()
+    assert report["dtype"] == str(model.wte.weight.dtype) and report["compile"] is False
+    assert report["chosen"] in report["measured_tokens_per_s"] and settings.decoder is None
     monkeypatch.undo()
-    optimize_for_inference(model, dtype=None, compile=True)  # fixed choices: nothing measured
-    assert model.inference_settings["measured_tokens_per_s"] == {}
-    assert decoder_for(model, create=False) is not None
-    forget_decoder(model)
+    settings = optimize_for_inference(model, dtype=None, compile=True)  # fixed: nothing measured
+    assert settings.measured == {} and settings.decoder is not None
+    assert settings.generate_kwargs() == {"decoder": settings.decoder}
+    assert settings.decoder.model is model
+
+
+def test_the_choice_is_undone_exactly(model):
+    idx = prompt(2, 9, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = generate(model, idx, 6)
+    settings = optimize_for_inference(model, dtype=torch.bfloat16, compile=False)
+    assert model.wte.weight.dtype == torch.bfloat16
+    assert settings.undo() is model and settings.decoder is None
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact
+    assert model.lm_head.weight is model.wte.weight  # still tied
+    assert torch.equal(generate(model, idx, 6), tokens)
+    settings = optimize_for_inference(model, dtype=None, compile=False)
+    settings.chosen = Setting(transpose=True)  # as on a CPU that measured it faster
+    transpose_weight_storage(model)
+    settings.undo()
+    assert model.h[0].attn.c_attn.weight.is_contiguous()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_transposed_weight_storage_changes_layout_not_results(model):
@@ -126,16 +143,15 @@ def test_transposed_weight_storage_changes_layout_not_results(model):
 def test_a_compiled_step_measured_on_the_model_is_kept_not_compiled_again(model, monkeypatch):
     import gpt2lib.fast as fast
 
-    made = {}
+    made = []
 
-    def rate(trial, batch, compile):  # stands in for timing: the compiled step is faster
-        if compile:
-            made["decoder"] = decoder_for(trial, backend=CompileCounter())
-        return 2.0 if compile else 1.0
+    def rate(trial, batch, decoder):  # stands in for timing: the compiled step is faster
+        if decoder is not None:
+            made.append(decoder)
+        return 2.0 if decoder is not None else 1.0
 
     monkeypatch.setattr(fast, "candidates", lambda *a: [Setting(), Setting(compile=True)])
     monkeypatch.setattr(fast, "decode_rate", rate)
-    optimize_for_inference(model, batch_sizes=(1,))
-    assert model.inference_settings["chosen"] == str(Setting(compile=True))
-    assert decoder_for(model, create=False) is made["decoder"]
-    forget_decoder(model)
+    settings = optimize_for_inference(model, batch_sizes=(1,))
+    assert settings.chosen == Setting(compile=True)
+    assert len(made) == 1 and settings.decoder is made[0]

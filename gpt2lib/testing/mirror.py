@@ -232,7 +232,7 @@ def build_rehearsal_mirror(
     This is the only place a stand-in sits under OpenAI's names: the full profile's code path
     runs on it at the real model sizes, and nothing it computes is GPT-2's.
     """
-    from ..weights import export_hf
+    from ..huggingface import export_hf
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
