@@ -34,7 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.train import TrainConfig, build_optimizer, calc_loss_batch
+from gpt2lib.loss import calc_loss_batch
+from gpt2lib.train import TrainConfig, build_optimizer
 
 BATCH_SIZE = 8
 EPOCHS = 2
@@ -105,7 +106,7 @@ def main() -> None:
     step_times, cpu_times = [], []
     for i in range(args.warmup + args.steps):
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss = calc_loss_batch(model, inputs, targets, device)
+        loss = calc_loss_batch(model, (inputs, targets), device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,7 +119,7 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         start = time.perf_counter()
-        calc_loss_batch(model, inputs, targets, device)
+        calc_loss_batch(model, (inputs, targets), device)
         sync()
         eval_batch = time.perf_counter() - start
 

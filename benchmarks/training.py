@@ -21,8 +21,9 @@ from torch import nn
 
 from benchmarks.harness import forward_flops, matmul_peak
 from gpt2lib.fast import bf16_is_native
+from gpt2lib.loss import lm_loss
 from gpt2lib.timing import time_interleaved
-from gpt2lib.train import TrainConfig, build_optimizer, lm_loss
+from gpt2lib.train import TrainConfig, build_optimizer
 
 
 def _stepper(

@@ -1,11 +1,11 @@
 """Training checkpoints: save and load a run, its random state, and check what is resumed.
 
-A checkpoint holds the weights, the optimizer, the step, the :class:`~gpt2lib.history.History`,
-every process's random state (dropout) and the position in the data, so that
-:func:`gpt2lib.train.train` resumes a run exactly. Saving is atomic
-(:func:`gpt2lib.files.atomic_path`). Loading checks everything before it assigns anything: the
-model configuration, the tensors, the optimizer state; :func:`check_resume` also compares the
-settings and the data layout that define the run.
+A checkpoint holds the weights, the optimizer, where the run stands (a
+:class:`~gpt2lib.history.RunState`: step, history, position in the data), every process's
+random state (dropout), and the settings and data layout that define the run, so that
+:func:`gpt2lib.train.train` resumes a run exactly (it compares those settings before it
+resumes). Saving is atomic (:func:`gpt2lib.files.atomic_path`). Loading checks everything before
+it assigns anything: the model configuration, the tensors, the optimizer state.
 """
 
 from __future__ import annotations
@@ -13,41 +13,26 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .files import FileFormatError, atomic_path
-from .history import History
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .history import History, RunState
 
 
 @dataclass
 class Checkpoint:
     """What :func:`load_checkpoint` returns besides the weights and optimizer state it loads."""
 
-    step: int
-    history: History
-    epoch: int = 0  # the data position: epoch and batches of it already used
-    batch_in_epoch: int = 0
-    tokens_seen: int = 0  # totals over all processes
-    examples_seen: int = 0
+    state: RunState  # where the saved run stood
     rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
-    train_config: dict[str, Any] | None = None
+    train_config: dict[str, Any] | None = None  # the training settings, as plain data
     model_config: dict[str, Any] | None = None
     data_layout: dict[str, int] | None = None  # batch size, batches per epoch, processes
-
-
-# TrainConfig fields a resumed run may change; every other field defines the run
-RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "epochs", "eval_every", "eval_batches", "eval_at_start", "checkpoint_path",
-     "checkpoint_every", "device", "progress", "compile", "fused_optimizer"}
-)  # fmt: skip
 
 
 def rng_state() -> dict[str, Any]:
@@ -78,36 +63,37 @@ def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    step: int = 0,
-    history: History | None = None,
+    state: RunState | None = None,
     *,
-    epoch: int = 0,
-    batch_in_epoch: int = 0,
-    tokens_seen: int = 0,
-    examples_seen: int = 0,
     rng_states: list[dict[str, Any]] | None = None,
-    train_config: TrainConfig | None = None,
+    train_config: Any = None,
     data_layout: dict[str, int] | None = None,
 ) -> Path:
-    """Write model + optimizer + step + history + random state + data position to ``path``.
+    """Write model + optimizer + run state (step, history, data position) + random state to
+    ``path``.
 
     Atomic (:func:`gpt2lib.files.atomic_path`): a crash leaves the previous checkpoint or the
     new one, never half of one, and the temporary a killed process left is removed by the next
-    save. ``rng_states`` defaults to this process's state; ``data_layout`` records how the data
-    was batched, so that a resumed run can check it is batched the same way.
+    save. ``state`` defaults to a run at step 0; ``rng_states`` to this process's random state;
+    ``train_config`` (a dataclass such as :class:`~gpt2lib.train.TrainConfig`) is stored as
+    plain data; ``data_layout`` records how the data was batched, so that a resumed run can
+    check it is batched the same way.
     """
+    if train_config is not None and not is_dataclass(train_config):
+        raise TypeError(f"train_config must be a dataclass, got {type(train_config).__name__}")
     raw = unwrap(model)
     model_cfg = getattr(raw, "cfg", None)
+    state = state or RunState()
     payload = {
         "format": "gpt2lib-checkpoint-1",
         "model": raw.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "step": step,
-        "epoch": epoch,
-        "batch_in_epoch": batch_in_epoch,
-        "tokens_seen": tokens_seen,
-        "examples_seen": examples_seen,
-        "history": (history or History()).to_dict(),
+        "step": state.step,
+        "epoch": state.epoch,
+        "batch_in_epoch": state.batch_in_epoch,
+        "tokens_seen": state.tokens_seen,
+        "examples_seen": state.examples_seen,
+        "history": state.history.to_dict(),
         "rng_states": rng_states if rng_states is not None else [rng_state()],
         "train_config": asdict(train_config) if train_config is not None else None,
         "model_config": asdict(model_cfg) if hasattr(model_cfg, "__dataclass_fields__") else None,
@@ -138,10 +124,11 @@ def read_checkpoint_file(path: Path, map_location: str | torch.device) -> dict[s
     return payload
 
 
-def _differences(
+def differences(
     saved: dict[str, Any], current: dict[str, Any], skip: Iterable[str] = ()
 ) -> list[str]:
-    """``"name: saved -> current"`` for each field that differs (tuples equal lists)."""
+    """``"name: ... in the checkpoint, ... now"`` for each field that differs (tuples equal
+    lists), leaving out ``skip``."""
 
     def norm(v: Any) -> Any:
         return list(v) if isinstance(v, (tuple, list)) else v
@@ -219,7 +206,7 @@ def load_payload(
     """:func:`load_checkpoint` once the file is read: check everything, then assign."""
     model_cfg = getattr(unwrap(model), "cfg", None)
     if payload.get("model_config") is not None and hasattr(model_cfg, "__dataclass_fields__"):
-        diffs = _differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
+        diffs = differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
         if diffs:
             raise ValueError(
                 f"checkpoint {path} does not fit this model, saved with another configuration: "
@@ -231,41 +218,18 @@ def load_payload(
     unwrap(model).load_state_dict(payload["model"])
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
-    return Checkpoint(
+    state = RunState(
         step=payload["step"],
         history=History.from_dict(payload["history"]),
         epoch=payload["epoch"],
         batch_in_epoch=payload["batch_in_epoch"],
         tokens_seen=payload.get("tokens_seen", 0),
         examples_seen=payload.get("examples_seen", 0),
+    )
+    return Checkpoint(
+        state=state,
         rng_states=payload["rng_states"],
         train_config=payload["train_config"],
         model_config=payload["model_config"],
         data_layout=payload.get("data_layout"),
     )
-
-
-def check_resume(
-    ckpt: Checkpoint, cfg: TrainConfig, data_layout: dict[str, int], model: nn.Module
-) -> None:
-    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run.
-
-    Learning rate, schedule, optimizer settings, seed, dtype, the batching of the data and the
-    model's dropout define a run; :data:`RESUMABLE_CHANGES` (more steps, other evaluation or
-    checkpoint intervals, another device) may change deliberately.
-    """
-    diffs = []
-    if ckpt.train_config is not None:
-        diffs += _differences(ckpt.train_config, asdict(cfg), skip=RESUMABLE_CHANGES)
-    if ckpt.data_layout is not None:
-        diffs += _differences(ckpt.data_layout, data_layout)
-    model_cfg = getattr(unwrap(model), "cfg", None)
-    if ckpt.model_config is not None and hasattr(model_cfg, "drop_rate"):
-        saved = ckpt.model_config.get("drop_rate")
-        if saved != model_cfg.drop_rate:
-            diffs.append(f"drop_rate: {saved!r} in the checkpoint, {model_cfg.drop_rate!r} now")
-    if diffs:
-        raise ValueError(
-            f"cannot resume from {cfg.checkpoint_path}: the run differs from the one that wrote "
-            f"it: {'; '.join(diffs)}. Start afresh (resume=False, or another checkpoint_path)."
-        )

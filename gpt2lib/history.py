@@ -1,4 +1,5 @@
-"""What a training run records at each evaluation: :class:`History`, ready for plots and JSON."""
+"""What a training run records at each evaluation (:class:`History`, ready for plots and JSON)
+and where it stands (:class:`RunState`)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ class History:
 
 def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: the steps taken, the position in the data (epoch, and the
+    batches of it already used), the totals seen over all processes, and the history."""
+
+    step: int = 0
+    history: History = field(default_factory=History)
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens_seen: int = 0
+    examples_seen: int = 0

@@ -244,7 +244,7 @@ def _data(settings: PretrainSettings) -> _Data:
 def _final_losses(model: GPTModel, data: _Data, settings: PretrainSettings) -> dict[str, float]:
     """Losses of the saved model: all of validation, as many windows drawn from training."""
     from .data.text import create_dataloader
-    from .train import calc_loss_loader, perplexity
+    from .loss import calc_loss_loader, perplexity
 
     ctx, device = MINI_CONFIG.context_length, next(model.parameters()).device
     train_sample = create_dataloader(

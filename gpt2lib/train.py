@@ -2,8 +2,8 @@
 
 Pretraining, classification and instruction tuning differ only in what a batch is and what
 the loss of a batch means, so :func:`train` takes that as a function,
-``loss_fn(model, batch, device) -> loss``; the default, :func:`lm_batch_loss`, is next-token
-cross-entropy over ``(inputs, targets)`` batches (Raschka, *Build a Large Language Model (From
+``loss_fn(model, batch, device) -> loss``; the default, :func:`gpt2lib.loss.calc_loss_batch`,
+is next-token cross-entropy over ``(inputs, targets)`` batches (Raschka, *Build a Large Language Model (From
 Scratch)*, ch. 5). An optional ``eval_fn(model, batches, device) -> {name: value}`` adds
 metrics such as accuracy to the history.
 
@@ -14,8 +14,8 @@ matrices and embeddings only, linear warmup then cosine decay (Loshchilov & Hutt
 so a model whose base is frozen (LoRA) trains just its adapters.
 
 An interrupted run resumes exactly: a checkpoint (:mod:`gpt2lib.checkpoint`) holds the weights,
-the optimizer, the step, the history, every process's random state (dropout) and the position
-in the data. The loop
+the optimizer, where the run stands (:class:`~gpt2lib.history.RunState`: step, history, position
+in the data) and every process's random state (dropout). The loop
 draws the shuffling order of epoch ``e`` from ``cfg.seed + e`` and skips the batches an
 interrupted epoch had already used, so the resumed run sees the same batches in the same order.
 
@@ -30,17 +30,17 @@ batches of ``N * b``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import random
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import (
     DataLoader,
@@ -52,13 +52,13 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .checkpoint import (
     Checkpoint,
-    check_resume,
-    load_checkpoint,
+    differences,
     load_payload,
     read_checkpoint_file,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    unwrap,
 )
 from .distributed import (
     DistInfo,
@@ -68,94 +68,11 @@ from .distributed import (
     dist_info,
     init_distributed,
 )
-from .history import History
+from .history import History, RunState
+from .loss import LossFn, calc_loss_batch
 from .model import eval_mode
 
-__all__ = [
-    "Checkpoint",
-    "History",
-    "TrainConfig",
-    "build_optimizer",
-    "calc_loss_batch",
-    "calc_loss_loader",
-    "lm_batch_loss",
-    "lm_loss",
-    "load_checkpoint",
-    "lr_at",
-    "perplexity",
-    "save_checkpoint",
-    "train",
-]
-
-LossFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
-
-# ---------------------------------------------------------------------------------------------
-# Loss and perplexity
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Mean next-token cross-entropy of (B, T, V) ``logits`` against (B, T) ``targets``.
-
-    Positions whose target is ``ignore_index`` (padding, masked prompts) do not count.
-    """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(
-            f"expected logits (B, T, V) and targets (B, T), got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    # float32 for the softmax even under bf16 autocast
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index
-    )
-
-
-def calc_loss_batch(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device | str
-) -> torch.Tensor:
-    """The language-modelling loss of one batch (a scalar tensor that can be backpropagated)."""
-    inputs, targets = inputs.to(device), targets.to(device)
-    return lm_loss(model(inputs), targets)
-
-
-def lm_batch_loss(model: nn.Module, batch: Any, device: torch.device | str) -> torch.Tensor:
-    """The default ``loss_fn`` of :func:`train`: next-token loss of an ``(inputs, targets)`` batch."""
-    inputs, targets = batch
-    return calc_loss_batch(model, inputs, targets, device)
-
-
-def calc_loss_loader(
-    model: nn.Module,
-    loader: Iterable[Any],
-    device: torch.device | str,
-    num_batches: int | None = None,
-    loss_fn: LossFn = lm_batch_loss,
-) -> float:
-    """Mean batch loss over the first ``num_batches`` batches of ``loader`` (all by default).
-
-    Runs in eval mode (no dropout) without gradients and restores the model's mode. An empty
-    loader gives ``nan``.
-    """
-    if num_batches is not None and num_batches <= 0:
-        raise ValueError(f"num_batches must be positive or None, got {num_batches}")
-    total, count = 0.0, 0
-    with _eval_mode(model):
-        for batch in itertools.islice(loader, num_batches):
-            total += loss_fn(model, batch, torch.device(device)).item()
-            count += 1
-    return total / count if count else float("nan")
-
-
-def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
-    """``exp(loss)``: the number of tokens the model is, on average, choosing among."""
-    return torch.exp(loss) if isinstance(loss, torch.Tensor) else math.exp(loss)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode without gradients for the block; the model's mode is restored after."""
-    with eval_mode(model), torch.no_grad():
-        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +109,13 @@ class TrainConfig:
     progress: bool = True  # a tqdm bar on stderr (rank 0 only)
     compile: bool | Literal["auto"] = "auto"  # torch.compile the training step; auto: on CUDA
     fused_optimizer: bool | Literal["auto"] = "auto"  # AdamW's fused kernel; auto: on CUDA
+
+    # the fields a resumed run may change (more steps, other evaluation or checkpoint
+    # intervals, another device); every other field defines the run
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(
+        {"max_steps", "epochs", "eval_every", "eval_batches", "eval_at_start", "checkpoint_path",
+         "checkpoint_every", "device", "progress", "compile", "fused_optimizer"}
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.epochs is None:
@@ -397,7 +321,7 @@ def _evaluate(
     """Mean loss (and ``eval_fn``'s metrics) over the first batches, averaged over processes."""
     subset = list(itertools.islice(batches.epoch(0), num_batches))
     total, count, metrics = 0.0, 0, {}
-    with _eval_mode(model), autocast:
+    with eval_mode(model), torch.no_grad(), autocast:
         for batch in subset:
             total += loss_fn(model, batch, device).item()
             count += 1
@@ -438,7 +362,7 @@ class _Run:
     eval_sets: dict[str, _Batches]
     total: int  # optimizer steps of the whole run
     layout: dict[str, int]  # how the data is batched: checked when a run resumes
-    state: Checkpoint = field(default_factory=lambda: Checkpoint(step=0, history=History()))
+    state: RunState = field(default_factory=RunState)
     bar: Any = None
 
     @property
@@ -479,17 +403,44 @@ def _prepare(
     )  # fmt: skip
 
 
+def check_resume(
+    ckpt: Checkpoint, cfg: TrainConfig, data_layout: dict[str, int], model: nn.Module
+) -> None:
+    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run.
+
+    Learning rate, schedule, optimizer settings, seed, dtype, the batching of the data and the
+    model's dropout define a run; :attr:`TrainConfig.RESUMABLE` fields (more steps, other
+    evaluation or checkpoint intervals, another device) may change deliberately.
+    """
+    diffs = []
+    if ckpt.train_config is not None:
+        diffs += differences(ckpt.train_config, asdict(cfg), skip=TrainConfig.RESUMABLE)
+    if ckpt.data_layout is not None:
+        diffs += differences(ckpt.data_layout, data_layout)
+    model_cfg = getattr(unwrap(model), "cfg", None)
+    if ckpt.model_config is not None and hasattr(model_cfg, "drop_rate"):
+        saved = ckpt.model_config.get("drop_rate")
+        if saved != model_cfg.drop_rate:
+            diffs.append(f"drop_rate: {saved!r} in the checkpoint, {model_cfg.drop_rate!r} now")
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {cfg.checkpoint_path}: the run differs from the one that wrote "
+            f"it: {'; '.join(diffs)}. Start afresh (resume=False, or another checkpoint_path)."
+        )
+
+
 def _resume(run: _Run, path: Path) -> None:
     """Continue the run saved at ``path``: checked against this run first, then loaded."""
     saved = read_checkpoint_file(path, run.device)  # read once: checked, then loaded
     check_resume(
-        Checkpoint(0, History(), train_config=saved["train_config"],
+        Checkpoint(RunState(), train_config=saved["train_config"],
                    model_config=saved["model_config"], data_layout=saved.get("data_layout")),
         run.cfg, run.layout, run.model,
     )  # fmt: skip
-    run.state = load_payload(path, saved, run.model, run.optimizer)
-    if len(run.state.rng_states) == run.info.world_size:
-        set_rng_state(run.state.rng_states[run.info.rank])
+    ckpt = load_payload(path, saved, run.model, run.optimizer)
+    run.state = ckpt.state
+    if len(ckpt.rng_states) == run.info.world_size:
+        set_rng_state(ckpt.rng_states[run.info.rank])
 
 
 def _record(run: _Run) -> None:
@@ -517,13 +468,11 @@ def _save(run: _Run) -> None:
     if not run.info.is_main:
         return
     state = run.state
-    end_of_epoch = state.batch_in_epoch >= len(run.train_batches)  # store the next epoch's start
+    if state.batch_in_epoch >= len(run.train_batches):  # store the next epoch's start
+        state = dataclasses.replace(state, epoch=state.epoch + 1, batch_in_epoch=0)
     save_checkpoint(
         run.cfg.checkpoint_path,  # type: ignore[arg-type]
-        run.model, run.optimizer, state.step, state.history,
-        epoch=state.epoch + end_of_epoch,
-        batch_in_epoch=0 if end_of_epoch else state.batch_in_epoch,
-        tokens_seen=state.tokens_seen, examples_seen=state.examples_seen,
+        run.model, run.optimizer, state,
         rng_states=rngs,  # type: ignore[arg-type]
         train_config=run.cfg, data_layout=run.layout,
     )  # fmt: skip
@@ -579,7 +528,7 @@ def train(
     val_loader: Iterable[Any] | None,
     cfg: TrainConfig,
     *,
-    loss_fn: LossFn = lm_batch_loss,
+    loss_fn: LossFn = calc_loss_batch,
     eval_fn: EvalFn | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     resume: bool = False,
@@ -591,7 +540,7 @@ def train(
     ``torchrun`` ``model`` is the DDP wrapper, so call it rather than reach into it);
     ``eval_fn(model, batches, device)`` optionally adds metrics at each evaluation. With
     ``resume=True`` and a checkpoint at ``cfg.checkpoint_path``, the run continues from it
-    exactly (after :func:`~gpt2lib.checkpoint.check_resume` confirms it is the same run).
+    exactly (after :func:`check_resume` confirms it is the same run).
     ``on_step(step, history)`` is called after every optimizer step. Without an
     ``optimizer``, :func:`build_optimizer` makes one. Under ``torchrun`` the process group is
     set up here and taken down at the end (if this call created it). With ``cfg.compile`` the

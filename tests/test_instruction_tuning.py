@@ -16,7 +16,7 @@ from gpt2lib.instruction_tuning import (
     instruction_tune,
     make_responses_file,
 )
-from gpt2lib.train import calc_loss_loader
+from gpt2lib.loss import calc_loss_loader
 
 
 def test_recipes_of_the_two_profiles(monkeypatch):

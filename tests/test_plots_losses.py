@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # no display in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from gpt2lib.history import History  # noqa: E402
 from gpt2lib.plots import plot_losses  # noqa: E402
-from gpt2lib.train import History  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import torch
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.text import TEXTS
 from gpt2lib.files import FileFormatError
+from gpt2lib.loss import lm_loss
 from gpt2lib.pretrain import (
     MINI_CONFIG,
     MINI_NAME,
@@ -23,7 +24,6 @@ from gpt2lib.pretrain import (
     save_mini,
 )
 from gpt2lib.saving import load_model_config
-from gpt2lib.train import lm_loss
 
 MINI_DIR = PRETRAINED_DIR / MINI_NAME
 # GPT-2 token IDs of "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n

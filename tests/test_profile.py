@@ -1,4 +1,5 @@
-"""gpt2lib.profile: the profile switch and the rehearsal's loop caps."""
+"""gpt2lib.profile: the profile switch and the rehearsal's loop caps, which are settings; and
+the library functions that do exactly what their arguments say, whatever the environment."""
 
 from __future__ import annotations
 
@@ -7,50 +8,95 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.classifier import add_classification_head, calc_accuracy_loader, predict_loader
 from gpt2lib.generate import generate
-from gpt2lib.profile import REHEARSAL_CAPS, choose, get_profile, rehearsal, rehearsal_cap
-from gpt2lib.train import TrainConfig, calc_loss_loader, train
+from gpt2lib.loss import calc_loss_loader
+from gpt2lib.profile import NO_CAPS, REHEARSAL_CAPS, LoopCaps, choose, get_profile, loop_caps
+from gpt2lib.train import TrainConfig, train
+
+EVERY_SWITCH = {
+    "GPT2LIB_PROFILE": "full",
+    "GPT2LIB_REHEARSAL": "1",
+    "GPT2LIB_MIRROR": "file:///nonexistent",
+    "GPT2LIB_HOME": "/nonexistent",
+}
 
 
 def test_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPT2LIB_PROFILE", "full")
     assert get_profile() == "full" and choose(full=1, offline=2) == 1
+    monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
+    assert get_profile() == "offline" and choose(full=1, offline=2) == 2
     monkeypatch.setenv("GPT2LIB_PROFILE", "bogus")
     with pytest.raises(ValueError, match="bogus"):
         get_profile()
 
 
-def test_caps_only_in_a_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_caps_come_only_from_a_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GPT2LIB_REHEARSAL", raising=False)
-    assert (
-        not rehearsal()
-        and rehearsal_cap(100, "steps") == 100
-        and rehearsal_cap(None, "batches") is None
-    )
+    assert loop_caps() == NO_CAPS == LoopCaps()
     monkeypatch.setenv("GPT2LIB_REHEARSAL", "0")
-    assert not rehearsal()
+    assert loop_caps() == NO_CAPS
     monkeypatch.setenv("GPT2LIB_REHEARSAL", "1")
-    assert rehearsal() and rehearsal_cap(100, "steps") == REHEARSAL_CAPS["steps"]
-    assert rehearsal_cap(None, "batches") == REHEARSAL_CAPS["batches"]
-    assert rehearsal_cap(1, "new_tokens") == 1
+    caps = loop_caps()
+    assert caps == REHEARSAL_CAPS == LoopCaps(steps=2, batches=2, new_tokens=4)
+    assert caps.limit(100, "steps") == 2 and caps.limit(None, "batches") == 2
+    assert caps.limit(1, "new_tokens") == 1
+    assert NO_CAPS.limit(100, "steps") == 100 and NO_CAPS.limit(None, "batches") is None
 
 
-def test_a_rehearsal_caps_steps_batches_and_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same calls, capped: two steps, two evaluation batches, four new tokens."""
+def _counting_loader(ids: torch.Tensor, seen: list[int], batch_size: int = 2) -> DataLoader:
+    def collate(rows):
+        seen.append(1)
+        return tuple(torch.stack(t) for t in zip(*rows, strict=True))
+
+    return DataLoader(TensorDataset(ids[:, :-1], ids[:, 1:]), batch_size=batch_size, collate_fn=collate)
+
+
+def test_library_functions_do_what_their_arguments_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every GPT2LIB_* variable set (a rehearsal's among them), nothing is capped."""
+    for name, value in EVERY_SWITCH.items():
+        monkeypatch.setenv(name, value)
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig.tiny())
+    ids = torch.randint(0, 100, (40, 9))
+    loader = DataLoader(TensorDataset(ids[:, :-1], ids[:, 1:]), batch_size=2)  # 20 batches
+
+    history = train(model, loader, loader, TrainConfig(epochs=1, eval_every=5, progress=False,
+                                                       device="cpu", eval_batches=None))  # fmt: skip
+    assert history.steps == [0, 5, 10, 15, 20]
+    seen: list[int] = []
+    calc_loss_loader(model, _counting_loader(ids, seen), "cpu", num_batches=5)
+    assert len(seen) == 5
+    seen.clear()
+    calc_loss_loader(model, _counting_loader(ids, seen), "cpu")
+    assert len(seen) == 20
+    assert generate(model, ids[:1, :3], max_new_tokens=12).shape == (1, 3 + 12)
+
+    head = add_classification_head(GPTModel(GPTConfig.tiny()), 2, method="all")
+    labelled = DataLoader(
+        TensorDataset(ids[:, :8], torch.randint(0, 2, (40,)), torch.full((40,), 8)), batch_size=4
+    )  # 10 batches of (input_ids, labels, lengths)
+    labels, _ = predict_loader(head, labelled, "cpu")
+    assert len(labels) == 40
+    labels, _ = predict_loader(head, labelled, "cpu", num_batches=3)
+    assert len(labels) == 12
+    assert 0.0 <= calc_accuracy_loader(head, labelled, "cpu", num_batches=7) <= 1.0
+
+
+def test_a_rehearsal_caps_what_a_chapter_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chapters' pattern: counts capped in the settings cell, then passed as arguments."""
+    monkeypatch.setenv("GPT2LIB_REHEARSAL", "1")
+    caps = loop_caps()
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.tiny())
     ids = torch.randint(0, 100, (40, 9))
     loader = DataLoader(TensorDataset(ids[:, :-1], ids[:, 1:]), batch_size=2)
-    cfg = TrainConfig(epochs=1, eval_every=1, progress=False, device="cpu")
+    cfg = TrainConfig(epochs=1, max_steps=caps.limit(None, "steps"), eval_every=1,
+                      eval_batches=caps.limit(5, "batches"), progress=False, device="cpu")  # fmt: skip
+    assert train(model, loader, loader, cfg).steps == [0, 1, 2]
     seen: list[int] = []
-    counting = DataLoader(TensorDataset(ids[:, :-1], ids[:, 1:]), batch_size=2, collate_fn=lambda b: (
-        seen.append(1), tuple(torch.stack(t) for t in zip(*b, strict=True)))[1])  # fmt: skip
-
-    monkeypatch.setenv("GPT2LIB_REHEARSAL", "1")
-    assert train(model, loader, loader, cfg).steps == [0, 1, 2]  # 20 batches: capped at 2
-    calc_loss_loader(model, counting, "cpu")
-    assert len(seen) == REHEARSAL_CAPS["batches"]
-    assert generate(model, ids[:1, :3], max_new_tokens=50).shape == (1, 3 + 4)
-
-    monkeypatch.delenv("GPT2LIB_REHEARSAL")
-    assert generate(model, ids[:1, :3], max_new_tokens=10).shape == (1, 13)
+    calc_loss_loader(model, _counting_loader(ids, seen), "cpu", caps.limit(None, "batches"))
+    assert len(seen) == 2
+    new_tokens = caps.limit(50, "new_tokens")
+    assert generate(model, ids[:1, :3], max_new_tokens=new_tokens).shape == (1, 3 + 4)

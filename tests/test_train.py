@@ -11,22 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.checkpoint import load_checkpoint, save_checkpoint
 from gpt2lib.data.text import SlidingWindowDataset
 from gpt2lib.distributed import EpochSampler
 from gpt2lib.files import FileFormatError
-from gpt2lib.train import (
-    History,
-    TrainConfig,
-    build_optimizer,
-    calc_loss_batch,
-    calc_loss_loader,
-    lm_loss,
-    load_checkpoint,
-    lr_at,
-    perplexity,
-    save_checkpoint,
-    train,
-)
+from gpt2lib.history import History, RunState
+from gpt2lib.loss import calc_loss_batch, calc_loss_loader, lm_loss, perplexity
+from gpt2lib.train import TrainConfig, build_optimizer, lr_at, train
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -65,7 +56,7 @@ def test_untrained_loss_is_about_ln_vocab():
     inputs = torch.randint(0, 100, (4, 16))
     targets = torch.randint(0, 100, (4, 16))
     with torch.no_grad():
-        loss = calc_loss_batch(model, inputs, targets, "cpu").item()
+        loss = calc_loss_batch(model, (inputs, targets), "cpu").item()
     assert loss == pytest.approx(math.log(100), abs=0.05)  # near-uniform predictions
     assert perplexity(loss) == pytest.approx(100, rel=0.06)
 
@@ -91,7 +82,7 @@ def test_calc_loss_loader_limits_batches_and_restores_mode():
     model = tiny_model(drop_rate=0.5)
     train_loader, _ = loaders()
     batches = list(train_loader)
-    first = calc_loss_batch(model.eval(), *batches[0], "cpu").item()
+    first = calc_loss_batch(model.eval(), batches[0], "cpu").item()
     model.train()
     assert calc_loss_loader(model, batches, "cpu", num_batches=1) == pytest.approx(first)
     assert model.training  # evaluated in eval mode, then put back
@@ -175,9 +166,9 @@ def test_optimizer_decays_matrices_only_and_skips_frozen():
 def test_training_steps_reduce_the_loss_on_one_batch():
     model = tiny_model()
     batch = (torch.randint(0, 100, (2, 8)), torch.randint(0, 100, (2, 8)))
-    before = calc_loss_batch(model, *batch, "cpu").item()
+    before = calc_loss_batch(model, batch, "cpu").item()
     history = train(model, [batch], [batch], quiet(max_steps=5, lr=1e-2, eval_every=1))
-    after = calc_loss_batch(model, *batch, "cpu").item()
+    after = calc_loss_batch(model, batch, "cpu").item()
     assert after < before - 0.5
     assert history.steps == [0, 1, 2, 3, 4, 5]
     assert history.tokens_seen == [0, 16, 32, 48, 64, 80]
@@ -250,11 +241,11 @@ def test_bfloat16_autocast_trains():
 def test_checkpoint_round_trip_and_errors(tmp_path):
     model = tiny_model()
     opt = build_optimizer(model, TrainConfig(max_steps=1))
-    path = save_checkpoint(tmp_path / "ck" / "a.pt", model, opt, step=7, history=History([7]))
+    path = save_checkpoint(tmp_path / "ck" / "a.pt", model, opt, RunState(step=7, history=History([7])))
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.pt"]  # no temporary left over
     other = tiny_model(seed=1)
     ckpt = load_checkpoint(path, other, build_optimizer(other, TrainConfig(max_steps=1)))
-    assert ckpt.step == 7 and ckpt.history.steps == [7]
+    assert ckpt.state.step == 7 and ckpt.state.history.steps == [7]
     assert ckpt.model_config["emb_dim"] == TINY.emb_dim
     assert all(
         torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)
@@ -351,8 +342,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, compiled):
     assert ddp_history.train_loss == pytest.approx(history.train_loss, abs=1e-5)
     assert ddp_history.val_loss == pytest.approx(history.val_loss, abs=1e-5)
     ckpt = load_checkpoint(str(out) + ".ckpt", model)  # written by rank 0 alone
-    assert ckpt.step == 6 and len(ckpt.rng_states) == 2  # each process's random state
-    assert ckpt.tokens_seen == history.tokens_seen[-1]
+    assert ckpt.state.step == 6 and len(ckpt.rng_states) == 2  # each process's random state
+    assert ckpt.state.tokens_seen == history.tokens_seen[-1]
     ddp_state = torch.load(str(out) + ".pt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.allclose(ddp_state[name], value, atol=1e-4), name
@@ -445,7 +436,7 @@ def test_stale_checkpoint_temporary_of_a_killed_save_is_removed(tmp_path):
     script = (
         "import os, sys, torch; sys.path.insert(0, {!r})\n"
         "from gpt2lib import GPTConfig, GPTModel\n"
-        "from gpt2lib.train import save_checkpoint\n"
+        "from gpt2lib.checkpoint import save_checkpoint\n"
         "real = torch.save\n"
         "def dying(obj, f):\n"
         "    real(obj, f); os.kill(os.getpid(), 9)\n"
@@ -481,7 +472,7 @@ def test_train_without_schedule_and_clipping_is_the_plain_loop():
     for _ in range(cfg.epochs):
         plain.train()
         for inputs, targets in train_loader:
-            loss = calc_loss_batch(plain, inputs, targets, "cpu")
+            loss = calc_loss_batch(plain, (inputs, targets), "cpu")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
