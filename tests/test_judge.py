@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gpt2lib import judge as J
+from gpt2lib import ollama as O
+from gpt2lib import scoring as S
 
 ENTRY = {
     "instruction": "Rewrite the sentence in passive voice.",
@@ -197,7 +199,7 @@ def test_slow_reply_raises_clear_error_quickly(fake_ollama, stream):
     fake_ollama.delay = 5.0
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=0.3, stream=stream)
     start = time.monotonic()
-    with pytest.raises(J.JudgeUnavailableError, match="no reply within 0.3 s") as info:
+    with pytest.raises(O.OllamaUnavailableError, match="no reply within 0.3 s") as info:
         judge.score(ENTRY)
     assert time.monotonic() - start < 1.5
     assert "ollama serve" in str(info.value) and "ollama pull llama3" in str(info.value)
@@ -205,8 +207,8 @@ def test_slow_reply_raises_clear_error_quickly(fake_ollama, stream):
 
 def test_refused_connection_raises_clear_error(closed_port):
     judge = J.OllamaJudge(model="llama3", host=f"127.0.0.1:{closed_port}", timeout=2)
-    assert judge.host == f"http://127.0.0.1:{closed_port}"
-    with pytest.raises(J.JudgeUnavailableError, match="cannot connect") as info:
+    assert judge.client.host == f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(O.OllamaUnavailableError, match="cannot connect") as info:
         judge.score(ENTRY)
     message = str(info.value)
     assert "ollama serve" in message and "ollama pull llama3" in message
@@ -215,7 +217,7 @@ def test_refused_connection_raises_clear_error(closed_port):
 
 def test_missing_model_says_how_to_pull_it(fake_ollama):
     judge = J.OllamaJudge(model="llama3.1", host=fake_ollama.url, timeout=5)
-    with pytest.raises(J.JudgeUnavailableError, match="404") as info:
+    with pytest.raises(O.OllamaUnavailableError, match="404") as info:
         judge.score(ENTRY)
     assert "ollama pull llama3.1" in str(info.value)
 
@@ -224,7 +226,7 @@ def test_missing_model_says_how_to_pull_it(fake_ollama):
 def test_reply_that_is_not_ollama_json_raises_clear_error(fake_ollama, stream):
     fake_ollama.replies.append(GARBAGE)
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5, stream=stream)
-    with pytest.raises(J.JudgeUnavailableError, match="unreadable reply"):
+    with pytest.raises(O.OllamaUnavailableError, match="unreadable reply"):
         judge.score(ENTRY)
 
 
@@ -267,6 +269,12 @@ def test_ollama_judge_rejects_bad_arguments():
         ("It has 2 errors and 3 typos.", None),
         ("8/10", None),
         ("Very good.", None),
+        ("Score: 50 - 60", None),  # a range is not a score
+        ("Score: 50-60", None),
+        ("Score: 50 to 60", None),
+        ("Somewhere between 60 and 70.", None),
+        ("Score: 85\nIt answers in 2-3 sentences.", 85),  # a range elsewhere leaves the score
+        ("Score (0-100): 75 to 80", None),
     ],
 )
 def test_extract_number(reply, number):
@@ -285,33 +293,33 @@ def test_parse_score_keeps_only_the_scale():
 
 def test_ollama_host_normalises_like_ollama(monkeypatch):
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert J.ollama_host() == "http://localhost:11434"
-    assert J.ollama_host("0.0.0.0") == "http://0.0.0.0:11434"
-    assert J.ollama_host("example.com:5000/") == "http://example.com:5000"
-    assert J.ollama_host("https://example.com") == "https://example.com:443"
-    assert J.ollama_host("[::1]:8080") == "http://[::1]:8080"
+    assert O.ollama_host() == "http://localhost:11434"
+    assert O.ollama_host("0.0.0.0") == "http://0.0.0.0:11434"
+    assert O.ollama_host("example.com:5000/") == "http://example.com:5000"
+    assert O.ollama_host("https://example.com") == "https://example.com:443"
+    assert O.ollama_host("[::1]:8080") == "http://[::1]:8080"
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1234")
-    assert J.ollama_host() == "http://127.0.0.1:1234"
+    assert O.ollama_host() == "http://127.0.0.1:1234"
     with pytest.raises(ValueError, match="http"):
-        J.ollama_host("ftp://example.com")
+        O.ollama_host("ftp://example.com")
 
 
 def test_probe_reaches_fake_server_via_ollama_host(fake_ollama, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{fake_ollama.port}")  # no scheme, as Ollama
-    status = J.probe_ollama()
+    status = O.probe_ollama()
     assert status.server_reachable and status.version == FAKE_VERSION
     assert status.host == fake_ollama.url
     assert isinstance(status.process_found, bool)
     assert "answers (version 0.0.0-fake)" in str(status)
-    assert J.ollama_running() is True
+    assert O.ollama_running() is True
 
 
 def test_probe_on_closed_port(closed_port, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{closed_port}")
-    status = J.probe_ollama(timeout=0.5)
+    status = O.probe_ollama(timeout=0.5)
     assert not status.server_reachable and status.version is None
     assert "does not answer" in str(status)
-    assert J.ollama_running(timeout=0.5) is False
+    assert O.ollama_running(timeout=0.5) is False
 
 
 class _Proc:
@@ -323,15 +331,15 @@ def test_find_ollama_process(monkeypatch):
     import psutil
 
     monkeypatch.setattr(psutil, "process_iter", lambda attrs: iter([_Proc("bash"), _Proc(None)]))
-    assert J.find_ollama_process() is False
+    assert O.find_ollama_process() is False
     monkeypatch.setattr(psutil, "process_iter", lambda attrs: iter([_Proc(None), _Proc("Ollama")]))
-    assert J.find_ollama_process() is True
+    assert O.find_ollama_process() is True
 
     def denied(attrs):
         raise psutil.AccessDenied()
 
     monkeypatch.setattr(psutil, "process_iter", denied)
-    assert J.find_ollama_process() is False
+    assert O.find_ollama_process() is False
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +449,7 @@ class _ListJudge:
 def test_score_responses_summary_and_file(tmp_path):
     records = [ENTRY] * 4
     responses = tmp_path / "instruction-data-with-response.json"
-    scores, summary = J.score_responses(
+    scores, summary = S.score_responses(
         records, _ListJudge([90, None, 40, 71]), path=responses, progress=False
     )
     assert scores == [90, None, 40, 71]
@@ -456,17 +464,17 @@ def test_score_responses_summary_and_file(tmp_path):
         "max": 90,
     }
     saved = tmp_path / "instruction-data-with-response-scores.json"
-    assert J.scores_path(responses) == saved
+    assert S.scores_path(responses) == saved
     written = json.loads(saved.read_text())
     assert written["summary"] == summary and written["scores"] == scores and written["complete"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [saved.name]  # no temporary file left
 
 
 def test_score_responses_all_invalid_and_bad_record():
-    scores, summary = J.score_responses([ENTRY], _ListJudge([None]), progress=False)
+    scores, summary = S.score_responses([ENTRY], _ListJudge([None]), progress=False)
     assert scores == [None] and summary["invalid"] == 1 and summary["mean"] is None
     with pytest.raises(ValueError, match="record 1.*model_response"):
-        J.score_responses(
+        S.score_responses(
             [ENTRY, {"instruction": "x", "input": "", "output": "y"}],
             J.RougeLJudge(),
             progress=False,
@@ -476,7 +484,7 @@ def test_score_responses_all_invalid_and_bad_record():
 def test_score_responses_with_ollama_judge(fake_ollama, tmp_path):
     fake_ollama.replies.extend(["90", "no idea", "still no idea", "Score: 40"])
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5)
-    scores, summary = J.score_responses([ENTRY] * 3, judge, path=tmp_path / "r.json")
+    scores, summary = S.score_responses([ENTRY] * 3, judge, path=tmp_path / "r.json")
     assert scores == [90, None, 40]
     assert (summary["n"], summary["invalid"], summary["mean"]) == (3, 1, 65.0)
     assert summary["judge"] == judge.name and "llama3" in judge.name
@@ -498,7 +506,7 @@ def test_reply_that_is_a_json_list_raises_clear_error(fake_ollama):
     """Probe: an Ollama reply whose JSON is a list gave a raw TypeError."""
     fake_ollama.replies.append(LIST_JSON)
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5)
-    with pytest.raises(J.JudgeUnavailableError, match="unreadable reply"):
+    with pytest.raises(O.OllamaUnavailableError, match="unreadable reply"):
         judge.score(ENTRY)
 
 
@@ -510,7 +518,7 @@ class _FailingJudge:
 
     def score(self, entry):
         if self.calls == self.fail_at:
-            raise J.JudgeUnavailableError("the server went away")
+            raise O.OllamaUnavailableError("the server went away")
         self.calls += 1
         return self.scores.pop(0)
 
@@ -522,27 +530,27 @@ def _records(n):
 def test_failure_at_record_k_keeps_the_finished_scores(tmp_path):
     """Probe: score_responses wrote only at the end; a failure at record k lost every score."""
     responses, records = tmp_path / "r.json", _records(5)
-    with pytest.raises(J.JudgeUnavailableError):
-        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
-    saved = json.loads(J.scores_path(responses).read_text())
+    with pytest.raises(O.OllamaUnavailableError):
+        S.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    saved = json.loads(S.scores_path(responses).read_text())
     assert saved["scores"] == [10, None, 30] and saved["complete"] is False
 
 
 def test_rerun_with_the_same_judge_scores_only_the_missing_records(tmp_path):
     responses, records = tmp_path / "r.json", _records(5)
-    with pytest.raises(J.JudgeUnavailableError):
-        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    with pytest.raises(O.OllamaUnavailableError):
+        S.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
     rest = _FailingJudge("j", [40, 50])
-    scores, summary = J.score_responses(records, rest, responses, progress=False)
+    scores, summary = S.score_responses(records, rest, responses, progress=False)
     assert scores == [10, None, 30, 40, 50] and rest.calls == 2
-    assert summary["n"] == 5 and json.loads(J.scores_path(responses).read_text())["complete"]
+    assert summary["n"] == 5 and json.loads(S.scores_path(responses).read_text())["complete"]
 
 
 def test_another_judge_or_other_records_start_afresh(tmp_path):
     responses, records = tmp_path / "r.json", _records(3)
-    J.score_responses(records, _FailingJudge("j", [1, 2, 3]), responses, progress=False)
+    S.score_responses(records, _FailingJudge("j", [1, 2, 3]), responses, progress=False)
     other = _FailingJudge("k", [7, 8, 9])
-    assert J.score_responses(records, other, responses, progress=False)[0] == [7, 8, 9]
+    assert S.score_responses(records, other, responses, progress=False)[0] == [7, 8, 9]
     changed = [*records[:2], {**records[2], "model_response": "new"}]
     again = _FailingJudge("k", [4, 5, 6])
-    assert J.score_responses(changed, again, responses, progress=False)[0] == [4, 5, 6]
+    assert S.score_responses(changed, again, responses, progress=False)[0] == [4, 5, 6]
