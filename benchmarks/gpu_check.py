@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     sys.path.insert(0, str(ROOT))
-    from conftest import offline_environment
+    from gpt2lib.testing.offline import offline_environment
 
     env = offline_environment()  # the offline profile, the local mirror, a fresh cache
     if args.device == "cpu":

@@ -54,11 +54,6 @@ def dist_info() -> DistInfo:
     return DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
 
 
-def is_main_process() -> bool:
-    """True in a single-process run and in rank 0 of a distributed one."""
-    return dist_info().is_main
-
-
 def init_distributed(device: torch.device) -> bool:
     """Join the process group ``torchrun`` describes; True if this call created it.
 

@@ -56,7 +56,6 @@ __all__ = [
     "discard",
     "download",
     "fetch",
-    "file_sha256",
     "is_cached",
     "is_loopback",
     "mirror_url",
@@ -119,17 +118,27 @@ def mirror_url(url: str) -> str:
 
 
 def cache_path(url: str) -> Path:
-    """Where :func:`fetch` keeps ``url``: ``cache_dir()/downloads/HOST/PATH``."""
+    """Where :func:`fetch` keeps ``url``: ``cache_dir()/downloads/HOST/PATH``.
+
+    A URL that could name a place outside ``downloads/`` is refused: a host of ``.`` or
+    ``..``, and path segments that are, or decode to (``%2e%2e``), ``.`` or ``..``, or that
+    hold a (back)slash once decoded.
+    """
     parts = urllib.parse.urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
     if parts.scheme not in ("http", "https") or not parts.netloc or not segments:
         raise ValueError(f"expected an http(s) URL naming a file, got {url!r}")
-    if any(s in (".", "..") for s in segments):
-        raise ValueError(f"URL path may not contain '.' or '..' segments: {url!r}")
+    host = parts.hostname or ""
+    if host.strip(".") == "" or "\\" in parts.netloc:
+        raise ValueError(f"URL host {parts.netloc!r} is not a host name: {url!r}")
+    for segment in segments:
+        decoded = urllib.parse.unquote(segment)
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
+            raise ValueError(
+                f"URL path segment {segment!r} would leave the cache folder "
+                f"(it means {decoded!r}): {url!r}"
+            )
     return cache_dir().joinpath("downloads", parts.netloc, *segments)
-
-
-file_sha256 = sha256_file  # the name this module has always exported
 
 
 def is_loopback(url: str) -> bool:
@@ -171,7 +180,7 @@ def is_cached(dest: str | os.PathLike, sha256: str | None = None, size: int | No
     if actual != recorded_size or (size is not None and actual != size):
         return False
     return sha256 is None or (
-        sha256.lower() == record.get("sha256") and file_sha256(dest) == sha256.lower()
+        sha256.lower() == record.get("sha256") and sha256_file(dest) == sha256.lower()
     )
 
 
@@ -197,7 +206,7 @@ def _problem(path: Path, sha256: str | None, size: int | None) -> tuple[str | No
     actual = path.stat().st_size
     if size is not None and actual != size:
         return f"size mismatch: expected {size} bytes, got {actual}", ""
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if sha256 is not None and digest != sha256:
         return f"sha256 mismatch: expected {sha256}, got {digest}", digest
     return None, digest

@@ -279,11 +279,12 @@ def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    """The UTF-8 text of ``path``; :class:`FileFormatError` if it is not UTF-8."""
+    """The UTF-8 text of ``path``, without a leading byte-order mark (as Windows editors write
+    it); :class:`FileFormatError` if it is not UTF-8."""
     path = Path(path)
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise FileFormatError(
             path,

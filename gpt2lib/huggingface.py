@@ -22,7 +22,7 @@ import torch
 
 from .config import GPTConfig
 from .download import fetch
-from .files import atomic_dir
+from .files import atomic_dir, read_json
 from .model import GPTModel
 from .weights import GPT2_VOCAB_SIZE, _assign, _check_names, _check_shape, _is_conv1d
 
@@ -98,11 +98,11 @@ def _hf_source(source: str | os.PathLike) -> tuple[Path, GPTConfig | None]:
         path = path / "model.safetensors"
     if path.is_file():
         config = path.parent / "config.json"
-        return path, config_from_hf(json.loads(config.read_text())) if config.is_file() else None
+        return path, config_from_hf(read_json(config, "config.json")) if config.is_file() else None
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):  # another hub repository, "owner/name"
         cfg_path = fetch(HF_URL.format(repo=source, file="config.json"))
         file = fetch(HF_URL.format(repo=source, file="model.safetensors"))
-        return file, config_from_hf(json.loads(cfg_path.read_text()))
+        return file, config_from_hf(read_json(cfg_path, "config.json"))
     raise ValueError(
         f"{str(source)!r} is neither a safetensors file, a directory holding one, nor a hub "
         f"repository; OpenAI's GPT-2 on the hub: {', '.join(HF_GPT2_SIZES)}"

@@ -51,7 +51,7 @@ def _finished_scores(path: Path, judge_name: str, fingerprint: str) -> list[int 
     """The scores an earlier, possibly interrupted, run of the same judge on the same records
     saved in ``path``; empty when there is none (or the file is another judge's)."""
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return []  # unreadable: scored afresh, and the file is rewritten
     if not isinstance(saved, dict) or saved.get("records_sha256") != fingerprint:

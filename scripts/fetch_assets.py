@@ -4,7 +4,7 @@ A machine with internet but without ``../shared/assets`` (a CI runner, a fork) g
 folder the tests read::
 
     python scripts/fetch_assets.py --out build/assets
-    export GPT2LIB_ASSETS=$PWD/build/assets      # conftest.py reads <GPT2LIB_ASSETS>/mirror
+    export GPT2LIB_ASSETS=$PWD/build/assets      # gpt2lib.testing.offline reads <GPT2LIB_ASSETS>/mirror
 
 Every file goes through :func:`gpt2lib.download.download` (atomic, resumable, so
 ``GPT2LIB_MIRROR`` applies too) and must match the sha256 and size in the table; for the UCI

@@ -11,9 +11,11 @@ that a full-profile path can no longer break unseen::
   seeded random stand-ins at OpenAI's 124M and 355M paths and at the Hugging Face hub's. It is
   the only place a stand-in sits under OpenAI's names; every model it serves describes itself
   as "rehearsal: random weights", and so does every line this script prints.
-- Work: ``GPT2LIB_REHEARSAL=1`` caps the loop counts (:data:`gpt2lib.profile.REHEARSAL_CAPS`:
-  two optimizer steps per training run, two batches per evaluation, four new tokens per
-  generation). The code path, the model sizes and the settings are the full profile's.
+- Work: ``GPT2LIB_REHEARSAL=1`` makes :func:`gpt2lib.profile.loop_caps` return
+  :data:`~gpt2lib.profile.REHEARSAL_CAPS` (two optimizer steps per training run, two batches
+  per evaluation, four new tokens per generation), which each chapter's settings cell applies
+  to the loop counts it passes to the library. The code path, the model sizes and every other
+  setting are the full profile's; no library function reads the variable.
 - No Ollama: ``OLLAMA_HOST`` points at a closed port on 127.0.0.1, so chapter 7 takes its
   offline judges.
 - A fresh runtime: chapter 6's responses file is removed before chapter 7 runs, so chapter 7
@@ -131,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     args = parser.parse_args(argv)
 
-    from conftest import SHARED_ASSETS
     from gpt2lib.testing.mirror import build_rehearsal_mirror, serve
+    from gpt2lib.testing.offline import shared_assets
 
     print(f"{LABEL}: building the mirror (stand-ins at OpenAI's 124M and 355M paths)", flush=True)
-    build_rehearsal_mirror(args.mirror, SHARED_ASSETS / "mirror")
+    build_rehearsal_mirror(args.mirror, shared_assets() / "mirror")
     server, url = serve(args.mirror)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import re
 import socket
 import struct
 import threading
@@ -392,6 +393,24 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'\.\.'"):
         cache_path("https://h.org/a/../../etc/passwd")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("https://../x", "host '..' is not a host name"),
+        ("https://./x", "host '.' is not a host name"),
+        ("https://h.org/a/%2e%2e/%2E%2E/x", "segment '%2e%2e' would leave the cache folder"),
+        ("https://h.org/%2e/x", "segment '%2e' would leave"),
+        ("https://h.org/a%2f..%2fb/x", "segment 'a%2f..%2fb' would leave"),
+    ],
+)
+def test_cache_path_stays_inside_downloads(url: str, message: str) -> None:
+    """Probe: a host of '..' and %2e%2e segments landed outside the cache's downloads/."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cache_path(url)
+    inside = cache_path("https://h.org/a/b%20c.txt")
+    assert inside.parent == cache_path("https://h.org/a/x").parent
 
 
 # --- probes of the hardening pass -------------------------------------------------------------

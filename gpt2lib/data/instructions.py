@@ -81,13 +81,17 @@ def load_instructions(path: str | os.PathLike[str] | None = None) -> list[Record
     if path is None:
         path = fetch(URL, sha256=SHA256, size=SIZE)
     path = Path(path)
-    text = read_text(path, "instruction file")
-    if text.lstrip().startswith("["):
+    text = read_text(path, "instruction file")  # a byte-order mark is dropped
+    records: Any = None
+    if text.lstrip().startswith(("[", "{")):
         try:
-            records = json.loads(text)
+            records = json.loads(text)  # one JSON document: a list (or a wrong top level)
         except json.JSONDecodeError as err:
-            raise FileFormatError(path, f"not valid JSON: {err}") from None
-    else:
+            if text.lstrip().startswith("["):
+                raise FileFormatError(path, f"not valid JSON: {err}") from None
+        if isinstance(records, dict) and "\n" not in text.strip():
+            records = [records]  # JSON Lines of one record
+    if records is None:  # JSON Lines: one record per line
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -97,7 +101,10 @@ def load_instructions(path: str | os.PathLike[str] | None = None) -> list[Record
             except json.JSONDecodeError as err:
                 raise FileFormatError(path, f"line {lineno} is not valid JSON: {err}") from None
     if not isinstance(records, list):
-        raise FileFormatError(path, f"expected a list of records, got {type(records).__name__}")
+        kind = "a JSON object" if isinstance(records, dict) else type(records).__name__
+        raise FileFormatError(
+            path, f"expected a list of records (or one record per line), got {kind}"
+        )
     if not records:
         raise FileFormatError(path, "holds no records (an empty file or an empty list)")
     return [validate_record(r, i, source=str(path)) for i, r in enumerate(records)]
@@ -225,6 +232,20 @@ def _unpack(item: object, index: int) -> tuple[list[int], int | None]:
     return ids, prompt_length
 
 
+def _check_ids(ids: list[int], index: int, vocab_size: int) -> None:
+    """Raise unless every ID is an integer in the vocabulary, naming the first that is not."""
+    for position, token in enumerate(ids):
+        if not isinstance(token, numbers.Integral) or isinstance(token, bool):
+            raise TypeError(
+                f"batch item {index}: token {position} is {token!r}, not an integer token ID"
+            )
+        if not 0 <= token < vocab_size:
+            raise ValueError(
+                f"batch item {index}: token ID {token} at position {position} is outside the "
+                f"vocabulary (0 to {vocab_size - 1})"
+            )
+
+
 def collate(
     batch: Sequence[BatchItem],
     pad_token_id: int = 50256,
@@ -232,6 +253,7 @@ def collate(
     allowed_max_length: int | None = None,
     device: str | torch.device = "cpu",
     mask_prompt: bool = False,
+    vocab_size: int = 50257,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a batch of token sequences and build its next-token targets, both ``(B, T)`` long.
 
@@ -243,12 +265,18 @@ def collate(
     contains token 50256 itself keeps it as a target. With ``mask_prompt`` the targets that
     predict prompt tokens become ``ignore_index`` too, so only the response is learned (needs
     prompt lengths). ``allowed_max_length`` cuts inputs and targets to that many positions.
+    Every token ID, ``pad_token_id`` included, must be an integer in ``0 .. vocab_size - 1``
+    (GPT-2's 50,257 by default); a ``ValueError`` names the first that is not.
     """
     if len(batch) == 0:
         raise ValueError("cannot collate an empty batch")
     if allowed_max_length is not None and allowed_max_length <= 0:
         raise ValueError(f"allowed_max_length must be positive, got {allowed_max_length}")
+    if not 0 <= pad_token_id < vocab_size:
+        raise ValueError(f"pad_token_id {pad_token_id} is outside the vocabulary 0..{vocab_size - 1}")
     unpacked = [_unpack(item, i) for i, item in enumerate(batch)]
+    for i, (ids, _) in enumerate(unpacked):
+        _check_ids(ids, i, vocab_size)
     T = max(len(ids) for ids, _ in unpacked)
     inputs = torch.full((len(batch), T), pad_token_id, dtype=torch.long)
     targets = torch.full((len(batch), T), ignore_index, dtype=torch.long)

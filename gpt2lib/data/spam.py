@@ -59,6 +59,12 @@ def _extract(archive: Path) -> bytes:
             data = zf.read(members[0])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
         raise FileFormatError(archive, f"not a readable zip archive ({err})") from None
+    if len(data) != FILE_SIZE:
+        raise FileFormatError(
+            archive,
+            f"its {FILE_NAME} has {len(data):,} bytes, expected {FILE_SIZE:,} (a truncated or "
+            "another version of the file)",
+        )
     digest = hashlib.sha256(data).hexdigest()
     if digest != FILE_SHA256:
         raise FileFormatError(
@@ -171,7 +177,7 @@ def save_splits(
 
 def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a CSV written by :func:`save_splits`; messages stay strings (``"NA"`` is not NaN)."""
-    return pd.read_csv(path, dtype={"Text": str}, keep_default_na=False, encoding="utf-8")
+    return pd.read_csv(path, dtype={"Text": str}, keep_default_na=False, encoding="utf-8-sig")
 
 
 def load_splits(

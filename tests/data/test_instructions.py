@@ -20,6 +20,7 @@ from gpt2lib.data.instructions import (
     load_instructions,
     split_instructions,
 )
+from gpt2lib.files import FileFormatError
 from gpt2lib.tokenizer import get_tokenizer
 
 EOT, IGN = 50256, -100
@@ -266,3 +267,36 @@ def test_non_utf8_instruction_file_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(b'[{"instruction": "caf\xe9", "input": "", "output": "x"}]')
     with pytest.raises(FileFormatError, match=r"data\.json: the instruction file is not UTF-8"):
         load_instructions(path)
+
+
+def test_a_pretty_printed_object_is_named_not_blamed_on_line_1(tmp_path: Path) -> None:
+    """Probe: a top-level JSON object was read as JSON Lines and blamed on "line 1"."""
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(RECORD, indent=2), encoding="utf-8")
+    with pytest.raises(FileFormatError, match="expected a list of records .* got a JSON object"):
+        load_instructions(path)
+    jsonl = tmp_path / "lines.jsonl"  # JSON Lines starting with '{' still read as such
+    jsonl.write_text(json.dumps(RECORD) + "\n" + json.dumps(RECORD) + "\n", encoding="utf-8")
+    assert load_instructions(jsonl) == [RECORD, RECORD]
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """Probe: a UTF-8 BOM broke the JSON readers ("Unexpected UTF-8 BOM")."""
+    for name, text in (("a.json", json.dumps([RECORD])), ("b.jsonl", json.dumps(RECORD))):
+        path = tmp_path / name
+        path.write_bytes(text.encode("utf-8-sig"))
+        assert load_instructions(path) == [RECORD]
+
+
+def test_collate_refuses_token_ids_outside_the_vocabulary() -> None:
+    """Probe: negative IDs and IDs past the vocabulary were padded and returned."""
+    with pytest.raises(ValueError, match=r"batch item 1: token ID -3 at position 1 .*0 to 50256"):
+        collate([[1, 2], [5, -3]])
+    with pytest.raises(ValueError, match=r"batch item 0: token ID 50257 at position 0"):
+        collate([[50257]])
+    with pytest.raises(ValueError, match=r"token ID 100 .*0 to 99"):
+        collate([[1, 100]], pad_token_id=0, vocab_size=100)
+    with pytest.raises(ValueError, match="pad_token_id 50256 is outside"):
+        collate([[1]], vocab_size=100)
+    with pytest.raises(TypeError, match=r"token 1 is 2\.5, not an integer"):
+        collate([[1, 2.5]])  # type: ignore[list-item]

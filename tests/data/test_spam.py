@@ -268,3 +268,28 @@ def test_non_utf8_sms_file_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"ham\tcaf\xe9 at 5?\n")
     with pytest.raises(FileFormatError, match=r"sms\.txt: the SMS data file is not UTF-8"):
         load_sms_spam(bad)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label(tmp_path: Path) -> None:
+    """Probe: a UTF-8 BOM made the first label '\\ufeffham'."""
+    with_bom = tmp_path / "sms.txt"
+    with_bom.write_bytes("ham\tHello\nspam\tWIN\n".encode("utf-8-sig"))
+    assert load_sms_spam(with_bom)["Label"].tolist() == ["ham", "spam"]
+    split_file = tmp_path / "train.csv"
+    split_file.write_bytes("Label,Text\nham,Hello\n".encode("utf-8-sig"))
+    from gpt2lib.data.spam import read_split
+
+    assert read_split(split_file).columns.tolist() == ["Label", "Text"]
+
+
+def test_an_archive_whose_file_has_another_size_is_named(tmp_path: Path) -> None:
+    import zipfile
+
+    from gpt2lib.data.spam import FILE_NAME, FILE_SIZE, _extract
+    from gpt2lib.files import FileFormatError
+
+    archive = tmp_path / "sms.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(FILE_NAME, "ham\tshort\n")
+    with pytest.raises(FileFormatError, match=rf"has 10 bytes, expected {FILE_SIZE:,}"):
+        _extract(archive)
