@@ -195,13 +195,14 @@ def optimize_for_inference(
     dtype: torch.dtype | Auto | None = "auto",
     compile: bool | Auto = "auto",
     batch_sizes: Sequence[int] = (1, 8),
+    new_tokens: int = 32,
 ) -> InferenceSettings:
     """Put ``model`` in eval mode with the fastest measured dtype and decode path, in place, and
     return the :class:`InferenceSettings` that say what was chosen (and undo it).
 
-    ``"auto"`` (either argument) times greedy decoding of each :func:`candidates` setting at
-    each of ``batch_sizes`` and keeps the float32 default unless a candidate is faster at all
-    of them (see :func:`choose`). A given ``dtype`` (None: keep the model's) and ``compile``
+    ``"auto"`` (either argument) times greedy decoding of ``new_tokens`` tokens with each
+    :func:`candidates` setting at each of ``batch_sizes`` and keeps the float32 default unless
+    a candidate is faster at all of them (see :func:`choose`). A given ``dtype`` (None: keep the model's) and ``compile``
     are applied as they are. With compilation chosen, ``settings.decoder`` is the compiled
     static decode step: pass it on, ``generate(model, idx, n, **settings.generate_kwargs())``.
     """
@@ -223,7 +224,9 @@ def optimize_for_inference(
             same_weights = setting.dtype is None and not setting.transpose
             trial = model if same_weights else _apply(copy.deepcopy(model), setting)
             decoder = StaticDecoder(trial) if setting.compile else None
-            rates[setting] = {b: decode_rate(trial, b, decoder) for b in batch_sizes}
+            rates[setting] = {
+                b: decode_rate(trial, b, decoder, new_tokens=new_tokens) for b in batch_sizes
+            }
             if decoder is not None and trial is model:
                 decoders[setting] = decoder
     chosen = choose(rates) if rates else options[0]

@@ -11,6 +11,7 @@ chapter 7 can make chapter 6's file in a fresh runtime with the very same calls.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 from .data.instructions import InstructionDataset, collate, load_instructions, split_instructions
 from .history import History
 from .instruct import generate_responses, write_responses
-from .profile import choose
+from .profile import LoopCaps, choose
 from .tokenizer import get_tokenizer
 from .train import TrainConfig, train
 
@@ -64,6 +65,16 @@ class Recipe:
                 eval_batches=2, max_new_tokens=64,
             ),
         )  # fmt: skip
+
+    def capped(self, caps: LoopCaps) -> Recipe:
+        """This recipe with its loop counts (steps, evaluation batches, new tokens) under
+        ``caps``, as a chapter's settings cell applies a rehearsal's caps."""
+        return dataclasses.replace(
+            self,
+            max_steps=caps.limit(self.max_steps, "steps"),
+            eval_batches=caps.limit(self.eval_batches, "batches"),  # type: ignore[arg-type]
+            max_new_tokens=caps.limit(self.max_new_tokens, "new_tokens"),  # type: ignore[arg-type]
+        )
 
     def train_config(self, progress: bool = True) -> TrainConfig:
         """The :class:`~gpt2lib.train.TrainConfig` of the run: AdamW at a constant learning

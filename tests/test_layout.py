@@ -1,7 +1,8 @@
-"""The package's shape: no import cycles, the core knows nothing of test tooling, small functions.
+"""The package's shape: no import cycles, the core knows nothing of test tooling, no hidden
+switches, one job per module, small functions.
 
-Read from the source with :mod:`ast`, imports inside functions included, so a lazy import
-cannot hide a cycle (imports under ``if TYPE_CHECKING:`` serve annotations only and never run).
+Read from the source with :mod:`ast`, imports inside functions and under ``if TYPE_CHECKING:``
+included: a lazy or type-only import cannot hide a cycle.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gpt2lib"
 MAX_LINES = 60  # a longer function states why in its docstring ("Long: ...")
+MAX_PUBLIC = 14  # public functions and classes of one module: more is more than one job
 
 
 def module_name(path: Path) -> str:
@@ -18,24 +20,11 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node, except those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and getattr(child.test, "id", "") == "TYPE_CHECKING":
-                stack.extend(child.orelse)
-            else:
-                stack.append(child)
-
-
 def imports_of(path: Path) -> set[str]:
     """The gpt2lib modules ``path`` imports (``from .x import y`` resolved, y a module or not)."""
     name, found = module_name(path), set()
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("gpt2lib")}
         elif isinstance(node, ast.ImportFrom):
@@ -92,3 +81,45 @@ def test_functions_are_short_or_say_why() -> None:
                 if lines > MAX_LINES and "Long:" not in (ast.get_docstring(node) or ""):
                     long.append(f"{module_name(path)}.{node.name}: {lines} lines")
     assert long == []
+
+
+def public_names(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
+    ]
+
+
+def test_one_job_per_module() -> None:
+    crowded = {
+        module_name(path): len(names)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if len(names := public_names(path)) > MAX_PUBLIC
+    }
+    assert crowded == {}
+
+
+def test_only_the_settings_read_the_rehearsal_switch() -> None:
+    """The rehearsal caps loop counts in the chapters' settings cells, never inside the library."""
+    readers = sorted(
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if ("GPT2LIB_REHEARSAL" in path.read_text() or "loop_caps" in path.read_text()
+            or "REHEARSAL_CAPS" in path.read_text())
+    )  # fmt: skip
+    assert [m for m in readers if m != "gpt2lib.profile" and not m.startswith("gpt2lib.testing")] == []
+
+
+def test_no_module_level_registry_decides_a_code_path() -> None:
+    """No module keeps a mutable mapping of objects (a weak-keyed registry, say) at module level."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            value = getattr(node, "value", None)
+            if isinstance(value, ast.Call):
+                name = getattr(value.func, "attr", getattr(value.func, "id", ""))
+                if name in ("WeakKeyDictionary", "WeakValueDictionary", "WeakSet"):
+                    found.append(f"{module_name(path)}: {name}")
+    assert found == []

@@ -145,7 +145,7 @@ def test_a_compiled_step_measured_on_the_model_is_kept_not_compiled_again(model,
 
     made = []
 
-    def rate(trial, batch, decoder):  # stands in for timing: the compiled step is faster
+    def rate(trial, batch, decoder, new_tokens):  # stands in for timing: compiled is faster
         if decoder is not None:
             made.append(decoder)
         return 2.0 if decoder is not None else 1.0
@@ -155,3 +155,17 @@ def test_a_compiled_step_measured_on_the_model_is_kept_not_compiled_again(model,
     settings = optimize_for_inference(model, batch_sizes=(1,))
     assert settings.chosen == Setting(compile=True)
     assert len(made) == 1 and settings.decoder is made[0]
+
+
+def test_generate_takes_the_compiled_path_only_when_handed_the_decoder(model, monkeypatch):
+    """What optimize_for_inference chose changes generate() only through the decoder passed."""
+    settings = optimize_for_inference(model, dtype=None, compile=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the static path ran without being asked for")
+
+    monkeypatch.setattr(StaticDecoder, "start", refuse)
+    idx = prompt(1, 5, 9)
+    assert generate(model, idx, 4).shape == (1, 9)  # the eager default, as its arguments say
+    with pytest.raises(AssertionError, match="without being asked"):
+        generate(model, idx, 4, **settings.generate_kwargs())
