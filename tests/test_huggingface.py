@@ -7,32 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_weights import logits, random_model  # tests/ is on the path, as pytest puts it
 
 from gpt2lib.config import GPTConfig
 from gpt2lib.huggingface import config_from_hf, export_hf, load_hf_safetensors, load_hf_state_dict
 from gpt2lib.model import GPTModel
 
 TINY = GPTConfig.tiny()
-
-
-def random_model(cfg: GPTConfig, seed: int = 0) -> GPTModel:
-    """A model whose every parameter (biases and LayerNorms too) is random, so no slip hides."""
-    torch.manual_seed(seed)
-    model = GPTModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
-
-
-def logits(model: torch.nn.Module, cfg: GPTConfig, seed: int = 1) -> torch.Tensor:
-    idx = torch.randint(
-        0, cfg.vocab_size, (2, cfg.context_length), generator=torch.Generator().manual_seed(seed)
-    )
-    with torch.no_grad():
-        out = model(idx)
-    return getattr(out, "logits", out)
-
 
 
 @pytest.fixture(scope="module")
