@@ -22,6 +22,20 @@ from gpt2lib.testing.offline import offline_environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def merge_streams(cell: nbformat.NotebookNode) -> None:
+    """One output per stream: consecutive writes to stdout (or stderr) become one output, as
+    the website shows them (``nb_merge_streams``), so a re-run changes no output's layout."""
+    merged: list = []
+    for out in cell.get("outputs", []):
+        last = merged[-1] if merged else None
+        if (out.output_type == "stream" and last is not None and last.output_type == "stream"
+                and last.name == out.name):  # fmt: skip
+            last.text += out.text
+        else:
+            merged.append(out)
+    cell.outputs = merged
+
+
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -30,6 +44,8 @@ def execute(path: Path, timeout: int) -> float:
     ).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            merge_streams(cell)
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
     return time.perf_counter() - start
