@@ -1,74 +1,41 @@
-"""Assemble the offline assets from their canonical URLs, each checked against scripts/assets.json.
+"""Assemble the offline assets from their canonical URLs, each checked against the sha256 table.
 
-A machine with internet but without ``../shared/assets`` (a CI runner, a fork) gets the same
-folder the tests read::
+A machine with internet but without ``../shared/assets`` gets the same folder the tests read.
+The test suite does this itself on first use (:mod:`gpt2lib.testing.offline`); this script does
+it on its own, and reports every asset::
 
     python scripts/fetch_assets.py --out build/assets
-    export GPT2LIB_ASSETS=$PWD/build/assets      # gpt2lib.testing.offline reads <GPT2LIB_ASSETS>/mirror
+    export GPT2LIB_ASSETS=$PWD/build/assets   # gpt2lib.testing.offline reads <GPT2LIB_ASSETS>/mirror
 
-Every file goes through :func:`gpt2lib.download.download` (atomic, resumable, so
-``GPT2LIB_MIRROR`` applies too) and must match the sha256 and size in the table; for the UCI
-zip, whose bytes differ between copies, the file inside it is what is checked. Exits non-zero,
-naming the URL, if anything fails.
+The table is ``gpt2lib/testing/assets.json``; the fetching is
+:func:`gpt2lib.testing.assets.fetch_asset` (through :func:`gpt2lib.download.download`, so
+``GPT2LIB_MIRROR`` applies too). Exits non-zero, naming the URL, if anything fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
-import urllib.parse
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gpt2lib.download import DownloadError, discard, download  # noqa: E402
-
-TABLE = Path(__file__).with_name("assets.json")
-
-
-def destination(out: Path, asset: dict) -> Path:
-    """``out/mirror/<host>/<path>``, or ``out/<dest>`` when the table names one."""
-    if "dest" in asset:
-        return out / asset["dest"]
-    parts = urllib.parse.urlsplit(asset["url"])
-    return out.joinpath("mirror", parts.netloc, *[s for s in parts.path.split("/") if s])
-
-
-def fetch_asset(out: Path, asset: dict) -> Path:
-    """Download one asset into ``out`` and check it; raise ``ValueError`` naming what differs."""
-    dest = destination(out, asset)
-    if "member" not in asset:
-        return download(asset["url"], dest, sha256=asset["sha256"], size=asset["size"])
-    download(asset["url"], dest)
-    with zipfile.ZipFile(dest) as zf:
-        names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == asset["member"]]
-        data = zf.read(names[0]) if names else b""
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != asset["sha256"] or len(data) != asset["size"]:
-        discard(dest)  # the file and its download record
-        raise ValueError(
-            f"{asset['url']}: {asset['member']} inside has sha256 {digest} ({len(data)} bytes), "
-            f"expected {asset['sha256']} ({asset['size']} bytes)"
-        )
-    return dest
+from gpt2lib.download import DownloadError
+from gpt2lib.files import FileFormatError
+from gpt2lib.testing.assets import TABLE, assets_table, fetch_asset
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the folder to fill")
-    parser.add_argument("--table", type=Path, default=TABLE, help="default: scripts/assets.json")
+    parser.add_argument("--table", type=Path, default=TABLE, help="default: " + str(TABLE.name))
     args = parser.parse_args(argv)
-    assets = json.loads(args.table.read_text(encoding="utf-8"))["assets"]
+    assets = assets_table(args.table)
     failed = 0
     for asset in assets:
         try:
             path = fetch_asset(args.out, asset)
             print(f"ok      {path.relative_to(args.out)}")
-        except (DownloadError, ValueError, zipfile.BadZipFile) as err:
+        except (DownloadError, FileFormatError, ValueError, zipfile.BadZipFile) as err:
             print(f"FAILED  {err}", file=sys.stderr)
             failed += 1
     print(f"{len(assets) - failed} of {len(assets)} assets in {args.out}")

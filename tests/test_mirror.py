@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from gpt2lib.config import GPTConfig
 from gpt2lib.files import FileFormatError
 from gpt2lib.testing import mirror
 from gpt2lib.testing.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
+from gpt2lib.testing.offline import shared_assets
 from gpt2lib.weights import (
     GPT2_FILES,
     download_gpt2,
@@ -29,7 +29,7 @@ from gpt2lib.weights import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets")) / "mirror"
+SOURCE = shared_assets() / "mirror"
 ENCODER = "openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
 
 

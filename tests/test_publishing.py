@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,13 +13,14 @@ import tomllib
 import yaml
 
 from gpt2lib.testing.mirror import serve
+from gpt2lib.testing.offline import shared_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import fetch_assets  # noqa: E402
 import repository_url  # noqa: E402
 
-SHARED = Path(os.environ.get("GPT2LIB_ASSETS", ROOT.parent / "shared" / "assets"))
+SHARED = shared_assets()
 
 
 def test_every_chapter_installs_from_the_configured_repository() -> None:

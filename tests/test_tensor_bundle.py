@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +10,11 @@ import pytest
 
 from gpt2lib import tensor_bundle as tb
 from gpt2lib.files import FileFormatError
+from gpt2lib.testing.offline import shared_assets
 from gpt2lib.weights import download_gpt2, load_openai_checkpoint, openai_shapes
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
+SHARED = shared_assets()
 REFERENCE = SHARED / "reference" / "openai-gpt2-124M" / "model.ckpt"
 DATA = "model.ckpt.data-00000-of-00001"
 

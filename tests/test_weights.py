@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import torch
 
 from gpt2lib.config import GPTConfig
 from gpt2lib.model import GPTModel
+from gpt2lib.testing.offline import shared_assets
 from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
 from gpt2lib.tokenizer import BPE_FILES
 from gpt2lib.weights import (
@@ -37,7 +37,7 @@ from gpt2lib.weights import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GPT2LIB_ASSETS", REPO.parent / "shared" / "assets"))
+SHARED = shared_assets()
 REFERENCE = SHARED / "reference" / "openai-gpt2-124M"
 MIRROR = SHARED / "mirror"
 TINY = GPTConfig.tiny()

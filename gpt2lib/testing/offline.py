@@ -2,7 +2,10 @@
 GPU check run in, where no download leaves the machine.
 
 The library reads canonical URLs and knows nothing of a checkout's ``../shared``;
-:func:`offline_environment` points it there. It sets, unless already set:
+:func:`offline_environment` points it there. Where there is none (a fresh clone), the assets
+are fetched first, from their canonical URLs, into ``build/assets`` and checked against their
+sha256 (:mod:`gpt2lib.testing.assets`); on such a machine ``GPT2LIB_MIRROR``, if set, is where
+they are fetched from, and is then replaced by the local mirror. It sets, unless already set:
 
 - ``GPT2LIB_PROFILE=offline``: the small, fast profile of every chapter;
 - ``GPT2LIB_MIRROR``: a local mirror built from :func:`shared_assets` ``/ "mirror"`` plus the
@@ -36,10 +39,21 @@ KEYS = (
 _server = None  # keeps the mirror's HTTP server alive for the whole process
 
 
+def _assets_folder() -> tuple[Path, bool]:
+    """The assets folder, and whether it is ours to fetch (neither given nor beside)."""
+    if os.environ.get("GPT2LIB_ASSETS"):
+        return Path(os.environ["GPT2LIB_ASSETS"]), False
+    beside = REPO.parent / "shared" / "assets"
+    if (beside / "mirror").is_dir():
+        return beside, False
+    return REPO / "build" / "assets", True
+
+
 def shared_assets() -> Path:
     """The folder holding the offline assets' ``mirror/``: ``$GPT2LIB_ASSETS``, else
-    ``../shared/assets`` beside the checkout."""
-    return Path(os.environ.get("GPT2LIB_ASSETS") or REPO.parent / "shared" / "assets")
+    ``../shared/assets`` beside the checkout, else ``build/assets`` in it (fetched on first use
+    by :func:`offline_environment`)."""
+    return _assets_folder()[0]
 
 
 def offline_environment(mirror_build: Path | None = None) -> dict[str, str]:
@@ -48,11 +62,19 @@ def offline_environment(mirror_build: Path | None = None) -> dict[str, str]:
     ``mirror_build``: where the local mirror is built (default ``build/mirror`` in the checkout).
     """
     global _server
-    source = shared_assets() / "mirror"
+    folder, ours = _assets_folder()
+    if ours:
+        from .assets import COMPLETE, fetch_assets
+
+        if not (folder / COMPLETE).is_file():
+            print(f"offline assets: fetching them from their canonical URLs into {folder}")
+            fetch_assets(folder)
+        os.environ.pop("GPT2LIB_MIRROR", None)  # it served the fetch; the local mirror serves now
+    source = folder / "mirror"
     if not source.is_dir():
         raise RuntimeError(
-            f"offline assets not found at {source}: clone this repository next to `shared/`, "
-            "or set GPT2LIB_ASSETS to the folder holding `mirror/`"
+            f"offline assets not found at {source}: set GPT2LIB_ASSETS to the folder holding "
+            "`mirror/`, or unset it to fetch them"
         )
     os.environ.setdefault("GPT2LIB_PROFILE", "offline")
     os.environ.setdefault("TQDM_DISABLE", "1")
