@@ -148,7 +148,10 @@ class StaticDecoder:
         self.compiled_step = torch.compile(
             _own_copy(decode_step), backend=backend, fullgraph=True, dynamic=False, **mode_arg
         )
-        self.compiled_prefill = torch.compile(_own_copy(prefill), backend=backend, dynamic=True)
+        # only the prompt's length varies (marked in start); dynamic=True would also make the
+        # cache's dimensions symbolic, and a prompt as long as one of them (n_heads, say) would
+        # then be specialised to that size
+        self.compiled_prefill = torch.compile(_own_copy(prefill), backend=backend)
         self._caches: dict[tuple[int, int, torch.dtype], tuple[list, list]] = {}
 
     def _cache(
@@ -187,6 +190,9 @@ class StaticDecoder:
         )  # fmt: skip
         key_mask = torch.ones(B, max_len, dtype=torch.bool, device=idx.device)
         key_mask[:, :T] = real
+        torch._dynamo.maybe_mark_dynamic(idx, 1)  # the prompt's length: one graph for all
+        if attention_mask is not None:
+            torch._dynamo.maybe_mark_dynamic(attention_mask, 1)
         logits = self.compiled_prefill(model, idx, attention_mask, keys, values)
         position = real.sum(dim=1, keepdim=True)  # (B, 1): real tokens before the next one
         slot = torch.tensor([T], device=idx.device)
