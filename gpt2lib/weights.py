@@ -413,33 +413,41 @@ def describe_checkpoint(name: str, models_dir: str | os.PathLike | None = None) 
     return about["description"]
 
 
+PACKAGED = ("mini-shakespeare",)  # the project's own models, shipped in gpt2lib/pretrained/
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainedInfo:
     """Where a loaded checkpoint came from: printed by every chapter that loads a model."""
 
     name: str
     description: str
-    url: str  # the canonical URL of the checkpoint's folder
-    source: str  # where it was actually fetched from (the canonical URL, or a mirror of it)
+    source: str  # the canonical URL of the checkpoint's folder, or where in the package it is
     n_params: int
+    mirrored: bool = False  # fetched from a local mirror of ``source``, not from it
 
     def __str__(self) -> str:
         lines = [f"checkpoint: {self.description}", f"parameters: {self.n_params:,}"]
-        lines.append(f"from:       {self.url}")
-        if self.source != self.url:
-            lines.append(f"served by:  {self.source} (mirror)")
+        lines.append(f"from:       {self.source}")
+        if self.mirrored:
+            lines.append("served by:  the local mirror of that URL (no internet here)")
         return "\n".join(lines)
 
 
 def load_pretrained(
     name: str, models_dir: str | os.PathLike | None = None, **kwargs: Any
 ) -> tuple[GPTModel, PretrainedInfo]:
-    """Download checkpoint ``name`` in OpenAI's format and load it: ``(model, info)``.
+    """Load the pretrained checkpoint ``name``: ``(model, info)``.
 
-    The one path for OpenAI's real GPT-2 (``"124M"``, ...) and for the project's own models
-    served in the same layout (``"mini-shakespeare"``). ``kwargs`` go to
-    :func:`model_from_openai_checkpoint` (e.g. ``tie_embeddings=False``, ``drop_rate=0.1``).
+    OpenAI's GPT-2 (``"124M"``, ...) is downloaded in OpenAI's format and read by
+    :func:`model_from_openai_checkpoint`. The project's own models (:data:`PACKAGED`, such as
+    ``"mini-shakespeare"``) ship inside the package and load from there, never from under
+    OpenAI's host, through OpenAI's variable names, so that both come out alike. ``kwargs`` go
+    to the configuration as for :func:`model_from_openai_checkpoint` (``tie_embeddings=False``,
+    ``drop_rate=0.1``).
     """
+    if name in PACKAGED:
+        return _load_packaged(name, **kwargs)
     from .download import mirror_url
 
     try:
@@ -451,5 +459,21 @@ def load_pretrained(
     url = GPT2_URL.format(size=name, file="")
     n_params = sum(p.numel() for p in model.parameters())
     description = describe_checkpoint(name, models_dir)
-    info = PretrainedInfo(name, description, url, mirror_url(url), n_params)
-    return model, info
+    return model, PretrainedInfo(name, description, url, n_params, mirror_url(url) != url)
+
+
+def _load_packaged(
+    name: str, *, tie_embeddings: bool = True, **overrides: Any
+) -> tuple[GPTModel, PretrainedInfo]:
+    """A model of :data:`PACKAGED`, built as :func:`model_from_openai_checkpoint` builds one."""
+    from .pretrain import PRETRAINED_DIR, load_mini, read_manifest
+
+    saved = load_mini(PRETRAINED_DIR / name)
+    cfg = config_from_hparams(
+        hparams_from_config(saved.cfg), tie_embeddings=tie_embeddings, **overrides
+    )
+    model = load_weights_into_gpt(GPTModel(cfg), openai_params_from_gpt(saved)).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    description = f"{name}: {read_manifest(PRETRAINED_DIR / name)['description']}"
+    source = f"the gpt2lib package, gpt2lib/pretrained/{name}/ (the project's own model)"
+    return model, PretrainedInfo(name, description, source, n_params)

@@ -294,3 +294,33 @@ def test_write_then_load_gives_the_same_model(written, tmp_path):
     assert (again / "vocab.bpe").read_bytes() == (ckpt / "vocab.bpe").read_bytes()
     with pytest.raises(FileNotFoundError, match="hparams.json"):
         load_openai_checkpoint(tmp_path)
+
+
+def test_the_project_model_loads_from_the_package_never_from_openai(monkeypatch) -> None:
+    """mini-shakespeare ships in gpt2lib/pretrained/ and never comes from under OpenAI's host."""
+    from gpt2lib import weights
+    from gpt2lib.pretrain import load_mini
+    from gpt2lib.weights import load_pretrained
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the project's model was looked for under OpenAI's host")
+
+    monkeypatch.setattr(weights, "download_gpt2", refuse)
+    monkeypatch.setattr(weights, "describe_checkpoint", refuse)
+    model, info = load_pretrained("mini-shakespeare")
+    text = str(info)
+    assert "gpt2lib/pretrained/mini-shakespeare/" in text and "not OpenAI's GPT-2" in text
+    assert "openaipublic" not in text and "127.0.0.1" not in text and "served by" not in text
+    saved = load_mini()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values(), strict=True))
+    untied, _ = load_pretrained("mini-shakespeare", tie_embeddings=False, drop_rate=0.1)
+    assert untied.cfg.drop_rate == 0.1 and torch.equal(untied.lm_head.weight, saved.wte.weight)
+
+
+def test_a_mirrored_download_says_so_without_its_address() -> None:
+    from gpt2lib.weights import PretrainedInfo
+
+    url = "https://openaipublic.blob.core.windows.net/gpt-2/models/124M/"
+    text = str(PretrainedInfo("124M", "OpenAI's GPT-2 124M", url, 124_439_808, mirrored=True))
+    assert f"from:       {url}" in text and "served by:  the local mirror" in text
+    assert "127.0.0.1" not in text and "http://" not in text

@@ -41,7 +41,6 @@ import torch
 from ..config import GPT2_SIZES, GPTConfig
 from ..files import atomic_write_text, file_lock, sha256_file
 from ..model import GPTModel
-from ..pretrain import load_mini
 from ..weights import hparams_from_config, openai_params_from_gpt
 from .tf_checkpoint import write_openai_checkpoint
 
@@ -84,13 +83,10 @@ MODELS: dict[str, MirrorModel] = {
     "stand-in-124M": _stand_in(
         GPTConfig.gpt2("124M", tie_embeddings=True), seed=123, what="stand-in with 124M's shape"
     ),
-    "mini-shakespeare": MirrorModel(
-        load_mini,
-        "mini-shakespeare: a 7.3 M-parameter model with GPT-2's architecture and tokenizer, "
-        "pretrained by this project on Tiny Shakespeare (gpt2lib.pretrain); not OpenAI's GPT-2",
-    ),
 }
-DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny", "mini-shakespeare")
+# the project's own mini GPT-2 is not among them: it ships in the package and loads from there
+# (gpt2lib.weights.load_pretrained), never from under OpenAI's host
+DEFAULT_MODELS: tuple[str, ...] = ("stand-in-tiny",)
 
 
 def register_model(name: str, factory: Callable[[], GPTModel], description: str) -> None:

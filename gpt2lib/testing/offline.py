@@ -9,7 +9,7 @@ they are fetched from, and is then replaced by the local mirror. It sets, unless
 
 - ``GPT2LIB_PROFILE=offline``: the small, fast profile of every chapter;
 - ``GPT2LIB_MIRROR``: a local mirror built from :func:`shared_assets` ``/ "mirror"`` plus the
-  checkpoints the project makes itself (the random stand-ins and the mini GPT-2), served over
+  checkpoints the project makes itself (the random stand-ins), served over
   HTTP on 127.0.0.1, so downloads take the same code path as online;
 - ``GPT2LIB_HOME`` and ``TIKTOKEN_CACHE_DIR``: a fresh cache for this process, so every
   download really happens;
