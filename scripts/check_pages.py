@@ -1,6 +1,6 @@
 """Check the built website the way a reader sees it, and screenshot every page.
 
-    python scripts/check_pages.py                 # _build/html -> build/screenshots/*.png
+    python scripts/check_pages.py                 # _build/html -> build/screenshots/*-{1280,390}.png
     python scripts/check_pages.py --no-screenshots
 
 Reads every chapter page of ``_build/html`` (built by ``scripts/setup.sh``) and fails, naming
@@ -10,19 +10,31 @@ the page and what it found, on:
   should have been rendered (the benchmark tables of the appendix once were);
 - a code cell whose printed output is split over several boxes (its stdout written in pieces
   and shown as one box per piece, with labels landing in the wrong box);
-- an output figure without alt text, or whose alt text is only its hashed file name.
+- an output figure without alt text, or whose alt text is only its hashed file name;
+- a loopback address with a port (``127.0.0.1:PORT``) anywhere on the page: a throwaway server
+  of the run that made the outputs, never something a reader can use;
+- a run of three or more blank lines in an output;
+- an escaped newline (a literal ``\\n``) in a table cell.
 
-Then it screenshots each page with headless Chromium (Debian's ``chromium`` package), so that a
-person can look at what the checks cannot judge. CI runs it after the book is built.
+Then it opens each page in headless Chromium (Debian's ``chromium`` package, driven through its
+DevTools protocol) at 1280 px and at 390 px, a phone's width, fails on a page wider than the
+screen (the whole page would scroll sideways), and takes a full-page screenshot of each, so that
+a person can look at what the checks cannot judge. CI runs it after the book is built.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # a table row left as text: | a | b | (the separator row's dashes may have become typographic)
 RAW_ROW = re.compile(r"^[ \t]*\|(?:[^|\n]*\|){2,}[ \t]*$", re.MULTILINE)
 HASHED = re.compile(r"^[0-9a-f]{16,}\.(png|jpe?g|svg)$")
+LOOPBACK = re.compile(r"(?<![\d.])127(?:\.\d{1,3}){3}:\d+|\[::1\]:\d+")
+BLANK_RUN = re.compile(r"\n[ \t]*\n[ \t]*\n[ \t]*\n")  # three blank lines in a row
+WIDTHS = (1280, 390)  # a desktop and a phone
 CODE_TAGS = {"pre", "code"}
 
 
@@ -46,11 +61,17 @@ class PageReport:
     raw_tables: list[str] = field(default_factory=list)
     split_outputs: list[int] = field(default_factory=list)  # cell numbers on the page
     bad_alt: list[str] = field(default_factory=list)
+    loopback: list[str] = field(default_factory=list)
+    blank_runs: list[str] = field(default_factory=list)  # the start of each output with a run
+    escaped_newlines: list[str] = field(default_factory=list)  # table cells
 
     def problems(self) -> list[str]:
         out = [f"raw markdown table: {t!r}" for t in self.raw_tables]
         out += [f"code cell {n}: printed output split over several boxes" for n in self.split_outputs]
         out += [f"figure without real alt text: {a!r}" for a in self.bad_alt]
+        out += [f"loopback address on the page: {a!r}" for a in self.loopback]
+        out += [f"a run of blank lines in an output: {b!r}" for b in self.blank_runs]
+        out += [f"an escaped newline in a table cell: {c!r}" for c in self.escaped_newlines]
         return out
 
 
@@ -62,6 +83,8 @@ class _PageParser(HTMLParser):
         self.cells: list[_Cell] = []
         self.cell_depth: int | None = None
         self.text: list[str] = []  # text outside code, per block
+        self.pre: list[str] | None = None  # the text of the output <pre> being read
+        self.cell_text: list[str] | None = None  # the text of the table cell being read
 
     def _classes(self, attrs: list[tuple[str, str | None]]) -> set[str]:
         return set((dict(attrs).get("class") or "").split())
@@ -78,6 +101,10 @@ class _PageParser(HTMLParser):
                     self.report.bad_alt.append(alt)
             return
         self.stack.append((tag, classes))
+        if tag == "pre" and any("cell_output" in c for _, c in self.stack):
+            self.pre = []
+        if tag in ("td", "th"):
+            self.cell_text = []
         if tag == "div" and "cell" in classes and "tag_remove-output" not in classes:
             if self.cell_depth is None:
                 self.cells.append(_Cell())
@@ -87,6 +114,14 @@ class _PageParser(HTMLParser):
                 self.cells[-1].stdout_boxes += 1
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "pre" and self.pre is not None:
+            text, self.pre = "".join(self.pre), None
+            if BLANK_RUN.search(text):
+                self.report.blank_runs.append(text.strip()[:60])
+        if tag in ("td", "th") and self.cell_text is not None:
+            text, self.cell_text = "".join(self.cell_text), None
+            if "\\n" in text:
+                self.report.escaped_newlines.append(text[:60])
         while self.stack:
             open_tag, _ = self.stack.pop()
             if self.cell_depth is not None and len(self.stack) < self.cell_depth:
@@ -97,6 +132,11 @@ class _PageParser(HTMLParser):
             self._flush()
 
     def handle_data(self, data: str) -> None:
+        self.report.loopback += LOOPBACK.findall(data)
+        if self.pre is not None:
+            self.pre.append(data)
+        if self.cell_text is not None:
+            self.cell_text.append(data)
         if not self._in_code():
             self.text.append(data)
 
@@ -126,13 +166,90 @@ def chapter_pages(site: Path) -> list[Path]:
     return sorted((site / "book").glob("*.html"))
 
 
-def screenshot(page: Path, out: Path, chromium: str) -> None:
-    """A full-width PNG of the top of ``page`` (headless Chromium, no network)."""
-    command = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--window-size=1280,2400", f"--screenshot={out}", page.resolve().as_uri(),
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+class Browser:
+    """Headless Chromium driven through its DevTools protocol (a websocket): load a page at a
+    screen width, measure how wide it lays out, and screenshot all of it."""
+
+    def __init__(self, chromium: str, port: int = 9333) -> None:
+        self.profile = tempfile.mkdtemp(prefix="check-pages-")
+        self.port = port
+        self.process = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.ws_url = self._page_target()
+        self._id = 0
+
+    def _page_target(self) -> str:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json", timeout=2) as r:
+                    targets = json.load(r)
+                return next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+            except (OSError, StopIteration, ValueError):
+                time.sleep(0.2)
+        raise RuntimeError("headless Chromium did not start")
+
+    async def _call(self, ws, method: str, **params) -> dict:  # noqa: ANN001 - tornado's client
+        self._id += 1
+        ws.write_message(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.read_message(), timeout=60))
+            if message.get("id") == self._id:
+                return message.get("result", {})
+
+    async def _look(self, url: str, width: int, out: Path | None) -> int:
+        from tornado.websocket import websocket_connect
+
+        ws = await websocket_connect(self.ws_url, max_message_size=512 * 2**20)
+        try:
+            metrics = {"width": width, "deviceScaleFactor": 1, "mobile": width < 600}
+            await self._call(ws, "Emulation.setDeviceMetricsOverride", height=900, **metrics)
+            await self._call(ws, "Page.navigate", url=url)
+            await asyncio.sleep(3)  # fonts, MathJax and images settle
+            size = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+            ))  # fmt: skip
+            page_width, height = size["result"]["value"]
+            if out is not None:
+                await self._call(ws, "Emulation.setDeviceMetricsOverride", height=height, **metrics)
+                await asyncio.sleep(1)
+                shot = await self._call(ws, "Page.captureScreenshot", format="png")
+                out.write_bytes(base64.b64decode(shot["data"]))
+            return page_width
+        finally:
+            ws.close()
+
+    def look(self, page: Path, width: int, out: Path | None = None) -> int:
+        """The width ``page`` lays out to on a ``width``-px screen; a full-page PNG to ``out``."""
+        return asyncio.run(self._look(page.resolve().as_uri(), width, out))
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def look_at_pages(pages: list[Path], out: Path | None, chromium: str) -> dict[Path, list[str]]:
+    """Each page at every width of :data:`WIDTHS`: its problems (wider than the screen), and
+    ``out/<page>-<width>.png`` when ``out`` is given."""
+    problems: dict[Path, list[str]] = {}
+    browser = Browser(chromium)
+    try:
+        for page in pages:
+            for width in WIDTHS:
+                shot = out / f"{page.stem}-{width}.png" if out is not None else None
+                laid_out = browser.look(page, width, shot)
+                if laid_out > width:
+                    problems.setdefault(page, []).append(
+                        f"{laid_out} px wide on a {width} px screen: the page scrolls sideways"
+                    )
+    finally:
+        browser.close()
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,22 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     if not pages:
         print(f"no built pages under {args.site}: build the book first", file=sys.stderr)
         return 2
-    failed = 0
-    for page in pages:
-        problems = check_html(page.read_text(encoding="utf-8")).problems()
-        print(f"{page.relative_to(args.site)}: {'ok' if not problems else 'FAILED'}")
-        for problem in problems:
-            print(f"  {problem}")
-        failed += bool(problems)
+    found = {page: check_html(page.read_text(encoding="utf-8")).problems() for page in pages}
     if not args.no_screenshots:
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium is None:
             print("chromium not found (Debian: apt-get install chromium)", file=sys.stderr)
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
-        for page in pages:
-            screenshot(page, args.out / f"{page.stem}.png", chromium)
-        print(f"{len(pages)} screenshots in {args.out}")
+        for page, problems in look_at_pages(pages, args.out, chromium).items():
+            found[page] += problems
+    failed = 0
+    for page, problems in found.items():
+        print(f"{page.relative_to(args.site)}: {'ok' if not problems else 'FAILED'}")
+        for problem in problems:
+            print(f"  {problem}")
+        failed += bool(problems)
+    if not args.no_screenshots:
+        print(f"{len(pages) * len(WIDTHS)} full-page screenshots in {args.out}")
     return 1 if failed else 0
 
 

@@ -53,3 +53,18 @@ def test_every_figure_a_chapter_draws_has_alt_text():
             if draws and len(alt.split()) < 4:
                 missing.append(f"{nb_path.name} cell {i}")
     assert not missing, f"figures without alt text (metadata mystnb.image.alt): {missing}"
+
+
+def test_loopback_addresses_blank_runs_and_escaped_newlines_are_flagged():
+    port = CELL.format(STREAM.format("served by:  http://127.0.0.1:41275/x (mirror)"))
+    blank = CELL.format(STREAM.format("ROMEO:\nI'll be not.\n\n\n\n\n---"))
+    two_blank = CELL.format(STREAM.format("a\n\n\nb"))  # two blank lines: a paragraph break
+    table = "<table><tr><td>Rewrite it.\\n\\n### Input:\\nThe car</td><td>ok</td></tr></table>"
+    report = check_html(port + blank + two_blank + table)
+    assert report.loopback == ["127.0.0.1:41275"]
+    assert report.blank_runs == ["ROMEO:\nI'll be not.\n\n\n\n\n---"]
+    assert report.escaped_newlines == ["Rewrite it.\\n\\n### Input:\\nThe car"]
+    assert len(report.problems()) == 3
+    fine = CELL.format(STREAM.format("Ollama listens on http://localhost:11434 by default"))
+    code = '<div class="cell_input"><pre>\n\n\n\ndef f():\n    pass</pre></div>'  # input, not output
+    assert check_html(fine + code).problems() == []
