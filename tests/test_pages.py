@@ -1,0 +1,23 @@
+"""gpt2lib.pages.glue: numbers for the prose through myst-nb, and nothing where it is missing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from gpt2lib.pages import glue
+
+
+def test_glue_records_the_value_for_myst_nb(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    import myst_nb
+
+    monkeypatch.setattr(myst_nb, "glue", lambda *args, **kwargs: calls.append((args, kwargs)))
+    glue("loss", 1.234)
+    assert calls == [(("loss", 1.234), {"display": False})]
+
+
+def test_without_myst_nb_glue_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # as in Colab: not installed
+    assert glue("loss", 1.234) is None
