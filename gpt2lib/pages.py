@@ -11,7 +11,13 @@ from typing import Any
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Record ``value`` under ``name`` for the page's text (shown in the output if ``display``)."""
+    """Record ``value`` under ``name`` for the page's text (shown in the output if ``display``).
+
+    A NumPy or PyTorch scalar is glued as the Python number it holds, so that the page can
+    format it (``{glue:text}`name:.3f```).
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # outside the book's build: nothing to glue into

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from gpt2lib.pages import glue
 
@@ -15,7 +17,11 @@ def test_glue_records_the_value_for_myst_nb(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(myst_nb, "glue", lambda *args, **kwargs: calls.append((args, kwargs)))
     glue("loss", 1.234)
-    assert calls == [(("loss", 1.234), {"display": False})]
+    glue("acc", np.float64(0.875))  # as pandas hands it over: glued as a Python float
+    glue("n", torch.tensor(4))
+    assert calls == [(("loss", 1.234), {"display": False}), (("acc", 0.875), {"display": False}),
+                     (("n", 4), {"display": False})]  # fmt: skip
+    assert type(calls[1][0][1]) is float and type(calls[2][0][1]) is int
 
 
 def test_without_myst_nb_glue_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
