@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from gpt2lib.files import FileFormatError
 from gpt2lib.testing import offline
 from gpt2lib.testing.assets import COMPLETE, assets_table, fetch_assets
-from gpt2lib.testing.mirror import serve
 
 SHARED = offline.shared_assets()
 
@@ -29,23 +27,8 @@ def test_the_assets_folder_given_beside_or_fetched(tmp_path: Path, monkeypatch) 
     assert offline.shared_assets() == tmp_path / "elsewhere"  # given: used as it is
 
 
-@pytest.fixture
-def internet(tmp_path: Path):
-    """The canonical URLs' bytes, served on 127.0.0.1 (what a fresh clone reaches online)."""
-    if not (SHARED / "mirror").is_dir():
-        pytest.skip(f"offline assets not found at {SHARED}")
-    root = tmp_path / "internet"
-    shutil.copytree(SHARED / "mirror", root)
-    models = root / "openaipublic.blob.core.windows.net" / "gpt-2" / "models" / "124M"
-    shutil.copytree(SHARED / "reference" / "openai-gpt2-124M", models)
-    server, url = serve(root)
-    yield url
-    server.shutdown()
-    server.server_close()
-
-
-def test_fetch_assets_fills_the_folder_once(internet: str, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("GPT2LIB_MIRROR", internet)
+def test_fetch_assets_fills_the_folder_once(canonical_server: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GPT2LIB_MIRROR", canonical_server)
     monkeypatch.setenv("GPT2LIB_HOME", str(tmp_path / "home"))
     out = fetch_assets(tmp_path / "assets")
     for path in (SHARED / "mirror").rglob("*"):
@@ -57,9 +40,9 @@ def test_fetch_assets_fills_the_folder_once(internet: str, tmp_path: Path, monke
 
 
 def test_a_wrong_file_is_refused_and_the_folder_stays_incomplete(
-    internet: str, tmp_path: Path, monkeypatch
+    canonical_server: str, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setenv("GPT2LIB_MIRROR", internet)
+    monkeypatch.setenv("GPT2LIB_MIRROR", canonical_server)
     monkeypatch.setenv("GPT2LIB_HOME", str(tmp_path / "home"))
     table = json.loads((Path(offline.__file__).with_name("assets.json")).read_text())
     table["assets"] = table["assets"][2:3]  # the zip, checked by the file inside it

@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import tomllib
 import yaml
 
-from gpt2lib.testing.mirror import serve
 from gpt2lib.testing.offline import shared_assets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,21 +51,6 @@ def test_changing_the_url_in_config_moves_every_chapter(tmp_path: Path) -> None:
     assert repository_url.sync(tmp_path) == []
     first = json.loads(stale[0].read_text())["cells"][1]["source"]
     assert any('REPO = "https://github.com/someone/fork"' in line for line in first)
-
-
-@pytest.fixture
-def canonical_server(tmp_path: Path):
-    """Serves the offline assets at their canonical paths, the 124M metadata included."""
-    if not (SHARED / "mirror").is_dir():
-        pytest.skip(f"offline assets not found at {SHARED}")
-    root = tmp_path / "served"
-    shutil.copytree(SHARED / "mirror", root)
-    models = root / "openaipublic.blob.core.windows.net" / "gpt-2" / "models" / "124M"
-    shutil.copytree(SHARED / "reference" / "openai-gpt2-124M", models)
-    server, url = serve(root)
-    yield url
-    server.shutdown()
-    server.server_close()
 
 
 def test_fetch_assets_assembles_the_offline_folder(canonical_server, tmp_path, monkeypatch, capsys):
