@@ -67,4 +67,5 @@ def test_loopback_addresses_blank_runs_and_escaped_newlines_are_flagged():
     assert len(report.problems()) == 3
     fine = CELL.format(STREAM.format("Ollama listens on http://localhost:11434 by default"))
     code = '<div class="cell_input"><pre>\n\n\n\ndef f():\n    pass</pre></div>'  # input, not output
-    assert check_html(fine + code).problems() == []
+    token = "<table><tr><td>'\\n'</td><td>0.251</td></tr></table>"  # the newline token, on purpose
+    assert check_html(fine + code + token).problems() == []
