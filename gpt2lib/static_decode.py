@@ -114,8 +114,9 @@ class Session:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
         self.token.copy_(token)
         logits = self.decoder.compiled_step(
-            self.decoder.model, self.token, self.position, self.slot, self.key_mask, self.keys, self.values
-        )
+            self.decoder.model, self.token, self.position, self.slot, self.key_mask,
+            self.keys, self.values,
+        )  # fmt: skip
         self.position += 1
         self.slot += 1
         return logits
