@@ -1,12 +1,17 @@
-"""Numbers for the book's prose: a chapter computes a value and ``glue``s it; the page's text
-shows it with ``{glue:text}`name``` (myst-nb), so the prose cannot drift from the output.
+"""What a chapter shows on its page besides printed output.
 
-Where myst-nb is not installed (a chapter opened in Colab, where there is no website to build),
-gluing does nothing and the chapter runs the same.
+- :func:`glue`: numbers for the prose. A chapter computes a value and glues it; the page's text
+  shows it with ``{glue:text}`name``` (myst-nb), so the prose cannot drift from the output.
+  Where myst-nb is not installed (a chapter opened in Colab, where there is no website to
+  build), gluing does nothing and the chapter runs the same.
+- :func:`show_source`: the library's own code, highlighted, with its indentation, instead of a
+  second copy pasted into the chapter.
 """
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from typing import Any
 
 
@@ -23,3 +28,11 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ImportError:  # outside the book's build: nothing to glue into
         return
     myst_glue(name, value, display=display)
+
+
+def show_source(obj: Any) -> None:
+    """Display the source of ``obj`` (a function, class or method of the library) as highlighted
+    Python, dedented (IPython's ``Code``)."""
+    from IPython.display import Code, display
+
+    display(Code(textwrap.dedent(inspect.getsource(obj)), language="python"))

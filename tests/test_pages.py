@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2lib.pages import glue
+from gpt2lib.pages import glue, show_source
 
 
 def test_glue_records_the_value_for_myst_nb(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,3 +27,16 @@ def test_glue_records_the_value_for_myst_nb(monkeypatch: pytest.MonkeyPatch) -> 
 def test_without_myst_nb_glue_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # as in Colab: not installed
     assert glue("loss", 1.234) is None
+
+
+def test_show_source_displays_the_library_code_highlighted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+
+    from gpt2lib.model import GPTModel
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    show_source(GPTModel.embed)  # a method: indented in its class, shown dedented
+    (code,) = shown
+    assert isinstance(code, IPython.display.Code)
+    assert code.data.startswith("def embed(self") and "self.drop(" in code.data
