@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+# The book's text column is about 688 px wide on a desktop screen; at matplotlib's 100 dpi a
+# figure this wide is shown at its own size, so a 10-point label stays about 14 px tall on screen.
+# A wider figure is shrunk to fit, and its text with it (scripts/check_pages.py measures that).
+PAGE_WIDTH = 6.8  # inches
+ANNOTATE_CELL = 0.4  # inches: the smallest heatmap cell that holds a readable "0.25"
+
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     if ax is not None:
@@ -31,14 +37,15 @@ def plot_attention_heatmap(
     tokens: Sequence[str],
     ax: Axes | None = None,
     title: str = "Attention weights",
-    annotate: bool = True,
+    annotate: bool | None = None,
     cmap: str = "Blues",
 ) -> Axes:
     """Draw a (T, T) attention matrix: row = query token, column = key token it attends to.
 
     ``tokens`` label both axes (a leading space, as GPT-2's BPE keeps it, is shown as ``␣``).
     With ``annotate`` each cell shows its weight to two decimals; masked cells (above the
-    diagonal, weight exactly 0) stay blank.
+    diagonal, weight exactly 0) stay blank. By default (``None``) cells are annotated only where
+    they are at least :data:`ANNOTATE_CELL` wide, so that the numbers can be read.
     """
     weights = torch.as_tensor(weights).detach().float().cpu()
     if weights.dim() != 2 or weights.shape[0] != weights.shape[1]:
@@ -47,12 +54,16 @@ def plot_attention_heatmap(
         )
     if len(tokens) != weights.shape[0]:
         raise ValueError(f"got {len(tokens)} token labels for a {weights.shape[0]}-token matrix")
-    ax = _new_axes(ax, (6.0, 5.0))
+    ax = _new_axes(ax, (PAGE_WIDTH * 0.8, PAGE_WIDTH * 0.7))
+    if annotate is None:
+        box = ax.get_position()  # figure fraction: an upper bound of the final axes' size
+        width, height = ax.figure.get_size_inches()
+        annotate = min(box.width * width, box.height * height) / len(tokens) >= ANNOTATE_CELL
     labels = [t.replace(" ", "␣") if t.startswith(" ") else t for t in tokens]
     image = ax.imshow(weights.numpy(), cmap=cmap, vmin=0.0, vmax=1.0)
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight")
     ticks = range(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_xticks(ticks, labels, rotation=90)
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("key (attended-to token)")
     ax.set_ylabel("query (attending token)")
@@ -64,7 +75,7 @@ def plot_attention_heatmap(
                 if j > i and w == 0.0:
                     continue
                 color = "white" if w > 0.6 else "black"
-                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=7, color=color)
+                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=8, color=color)
     return ax
 
 
@@ -85,7 +96,7 @@ def plot_activation_functions(
     x = torch.linspace(-4.0, 4.0, 200) if x is None else torch.as_tensor(x, dtype=torch.float32)
     ncols = 2 if derivatives else 1
     fig, axes = plt.subplots(
-        1, ncols, figsize=(5.0 * ncols, 3.6), layout="constrained", squeeze=False
+        1, ncols, figsize=(PAGE_WIDTH * ncols / 2, 3.2), layout="constrained", squeeze=False
     )
     for name, fn in functions.items():
         xg = x.detach().clone().requires_grad_(derivatives)
@@ -96,7 +107,7 @@ def plot_activation_functions(
             axes[0, 1].plot(x.numpy(), slope.numpy(), label=name)
     titles = ["Activation", "Derivative"][:ncols]
     ylabels = ["f(x)", "f'(x)"][:ncols]
-    legend_locs = ["upper left", "center left"][:ncols]  # where the curves leave room
+    legend_locs = ["upper left", "upper left"][:ncols]  # where the curves leave room
     for ax, title, ylabel, loc in zip(axes[0], titles, ylabels, legend_locs, strict=True):
         ax.axhline(0.0, color="grey", linewidth=0.5)
         ax.axvline(0.0, color="grey", linewidth=0.5)
@@ -116,7 +127,7 @@ def plot_layer_gradients(
     """Line plot, log scale, of one number per layer (e.g. mean |grad|) for several models."""
     if not gradients:
         raise ValueError("gradients is empty: pass at least one name -> per-layer values")
-    ax = _new_axes(ax, (6.0, 3.6))
+    ax = _new_axes(ax, (PAGE_WIDTH * 0.9, 3.6))
     for name, values in gradients.items():
         layers = range(1, len(values) + 1)
         ax.plot(layers, list(values), marker="o", label=name)
@@ -164,21 +175,21 @@ def plot_lora_update(
     ]
     widths = [float(m.shape[1]) if m is not None else max(1.5, 0.25 * n_out) for _, m in panels]
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(11.0, 3.4), width_ratios=widths, layout="constrained"
+        1, len(panels), figsize=(PAGE_WIDTH, 2.9), width_ratios=widths, layout="constrained"
     )
     limit = float(max(t.abs().max() for t in (W, A, B, merged))) or 1.0
     image = None
     for ax, (label, matrix) in zip(axes, panels, strict=True):
         if matrix is None:
-            ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=14)
+            ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=12)
             ax.axis("off")
             continue
         image = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01, label="value")
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -196,7 +207,7 @@ def plot_classification_history(history: object, x: str = "examples") -> Figure:
     if "train_accuracy" not in metrics:
         raise ValueError("history has no train_accuracy: train with eval_fn=accuracy_eval")
     xs = history.examples_seen if x == "examples" else history.steps  # type: ignore[attr-defined]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), layout="constrained")
     ax_loss.plot(xs, history.train_loss, label="training")  # type: ignore[attr-defined]
     ax_loss.plot(xs, history.val_loss, linestyle="-.", label="validation")  # type: ignore[attr-defined]
     ax_loss.set_ylabel("cross-entropy loss")

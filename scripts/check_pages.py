@@ -15,12 +15,20 @@ the page and what it found, on:
   of the run that made the outputs, never something a reader can use;
 - a run of three or more blank lines in an output;
 - an escaped newline (a literal ``\\n``) in a table cell, unless the cell is one token shown
-  as its quoted repr (``'\\n'``, the newline token, on purpose).
+  as its quoted repr (``'\\n'``, the newline token, on purpose);
+- a MyST directive or role left as text outside code (```` ```{exercise} ````,
+  ``{solution-start}``, ``{glue:text}``...): an extension that is not loaded, or a typo.
 
 Then it opens each page in headless Chromium (Debian's ``chromium`` package, driven through its
-DevTools protocol) at 1280 px and at 390 px, a phone's width, fails on a page wider than the
-screen (the whole page would scroll sideways), and takes a full-page screenshot of each, so that
-a person can look at what the checks cannot judge. CI runs it after the book is built.
+DevTools protocol) at 1280 px and at 390 px, a phone's width, and fails on
+
+- a page wider than the screen (the whole page would scroll sideways);
+- a figure whose smallest text is shown under :data:`MIN_TEXT_PX` pixels tall: each figure's PNG
+  records its smallest font size in its own pixels (``gpt2lib.pages.label_figures``), and the
+  browser says how much the page scales the image; a figure without that record fails too.
+
+It takes a full-page screenshot of each, so that a person can look at what the checks cannot
+judge. CI runs it after the book is built.
 """
 
 from __future__ import annotations
@@ -47,6 +55,11 @@ HASHED = re.compile(r"^[0-9a-f]{16,}\.(png|jpe?g|svg)$")
 LOOPBACK = re.compile(r"(?<![\d.])127(?:\.\d{1,3}){3}:\d+|\[::1\]:\d+")
 BLANK_RUN = re.compile(r"\n[ \t]*\n[ \t]*\n[ \t]*\n")  # three blank lines in a row
 WIDTHS = (1280, 390)  # a desktop and a phone
+MIN_TEXT_PX = 9.0  # the smallest figure text, in screen pixels, that reads without zooming
+RAW_MYST = re.compile(  # a directive fence or a role, as MyST source
+    r"`{3,}\s*\{[\w:-]+\}"
+    r"|\{(?:glue(?::\w+)?|exercise|solution(?:-start|-end)?|cite\w*|numref|ref|doc)\}`"
+)
 TOKEN_LABEL = re.compile(r"^'[^']{0,12}'$")  # a token shown as its repr, such as '\\n': meant
 CODE_TAGS = {"pre", "code"}
 
@@ -66,6 +79,7 @@ class PageReport:
     loopback: list[str] = field(default_factory=list)
     blank_runs: list[str] = field(default_factory=list)  # the start of each output with a run
     escaped_newlines: list[str] = field(default_factory=list)  # table cells
+    raw_myst: list[str] = field(default_factory=list)  # directives and roles left as text
 
     def problems(self) -> list[str]:
         out = [f"raw markdown table: {t!r}" for t in self.raw_tables]
@@ -74,6 +88,7 @@ class PageReport:
         out += [f"loopback address on the page: {a!r}" for a in self.loopback]
         out += [f"a run of blank lines in an output: {b!r}" for b in self.blank_runs]
         out += [f"an escaped newline in a table cell: {c!r}" for c in self.escaped_newlines]
+        out += [f"a MyST directive or role left as text: {m!r}" for m in self.raw_myst]
         return out
 
 
@@ -148,6 +163,7 @@ class _PageParser(HTMLParser):
         match = RAW_ROW.search(block)
         if match:
             self.report.raw_tables.append(match.group(0).strip())
+        self.report.raw_myst += [m.group(0) for m in RAW_MYST.finditer(block)]
 
     def close(self) -> None:
         super().close()
@@ -203,7 +219,7 @@ class Browser:
             if message.get("id") == self._id:
                 return message.get("result", {})
 
-    async def _look(self, url: str, width: int, out: Path | None) -> int:
+    async def _look(self, url: str, width: int, out: Path | None) -> tuple[int, list[dict]]:
         from tornado.websocket import websocket_connect
 
         ws = await websocket_connect(self.ws_url, max_message_size=512 * 2**20)
@@ -216,17 +232,23 @@ class Browser:
                 "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
             ))  # fmt: skip
             page_width, height = size["result"]["value"]
+            figures = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
+                "Array.from(document.querySelectorAll('div.cell_output img')).map(img => ({"
+                "src: img.src, alt: img.alt, natural: img.naturalWidth,"
+                "shown: img.getBoundingClientRect().width}))"
+            ))  # fmt: skip
             if out is not None:
                 await self._call(ws, "Emulation.setDeviceMetricsOverride", height=height, **metrics)
                 await asyncio.sleep(1)
                 shot = await self._call(ws, "Page.captureScreenshot", format="png")
                 out.write_bytes(base64.b64decode(shot["data"]))
-            return page_width
+            return page_width, figures["result"]["value"]
         finally:
             ws.close()
 
-    def look(self, page: Path, width: int, out: Path | None = None) -> int:
-        """The width ``page`` lays out to on a ``width``-px screen; a full-page PNG to ``out``."""
+    def look(self, page: Path, width: int, out: Path | None = None) -> tuple[int, list[dict]]:
+        """The width ``page`` lays out to on a ``width``-px screen, and its output figures (``src``,
+        ``alt``, ``natural`` and ``shown`` width in px); a full-page PNG to ``out``."""
         return asyncio.run(self._look(page.resolve().as_uri(), width, out))
 
     def close(self) -> None:
@@ -235,20 +257,57 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+def recorded_text_px(png: Path) -> float | None:
+    """The smallest text size a figure's PNG records (``gpt2lib.pages.TEXT_SIZE_KEY``)."""
+    from PIL import Image
+
+    from gpt2lib.pages import TEXT_SIZE_KEY
+
+    with Image.open(png) as image:
+        value = getattr(image, "text", {}).get(TEXT_SIZE_KEY)
+    return float(value) if value is not None else None
+
+
+def figure_text_problems(figures: list[dict], width: int) -> list[str]:
+    """Figures (as :meth:`Browser.look` reports them) whose smallest text is shown too small."""
+    from urllib.parse import unquote, urlparse
+
+    problems = []
+    for n, figure in enumerate(figures, 1):
+        name = f"figure {n} ({figure['alt'][:60]!r})"
+        url = urlparse(figure["src"])
+        if url.scheme != "file" or not figure["natural"]:
+            problems.append(f"{name}: not a local image the check can read ({figure['src'][:80]})")
+            continue
+        text_px = recorded_text_px(Path(unquote(url.path)))
+        if text_px is None:
+            problems.append(f"{name}: its PNG does not record its text size "
+                            "(show it with gpt2lib.pages.label_figures)")  # fmt: skip
+            continue
+        shown = text_px * figure["shown"] / figure["natural"]
+        if shown < MIN_TEXT_PX:
+            problems.append(
+                f"{name}: its smallest text is {shown:.1f} px on a {width} px screen (under "
+                f"{MIN_TEXT_PX:g}): {text_px:.1f} px in a {figure['natural']} px image shown "
+                f"{figure['shown']:.0f} px wide"
+            )
+    return problems
+
+
 def look_at_pages(pages: list[Path], out: Path | None, chromium: str) -> dict[Path, list[str]]:
-    """Each page at every width of :data:`WIDTHS`: its problems (wider than the screen), and
-    ``out/<page>-<width>.png`` when ``out`` is given."""
+    """Each page at every width of :data:`WIDTHS`: its problems (wider than the screen, figure
+    text too small), and ``out/<page>-<width>.png`` when ``out`` is given."""
     problems: dict[Path, list[str]] = {}
     browser = Browser(chromium)
     try:
         for page in pages:
             for width in WIDTHS:
                 shot = out / f"{page.stem}-{width}.png" if out is not None else None
-                laid_out = browser.look(page, width, shot)
+                laid_out, figures = browser.look(page, width, shot)
+                found = problems.setdefault(page, [])
                 if laid_out > width:
-                    problems.setdefault(page, []).append(
-                        f"{laid_out} px wide on a {width} px screen: the page scrolls sideways"
-                    )
+                    found.append(f"{laid_out} px wide on a {width} px screen: the page scrolls sideways")
+                found += figure_text_problems(figures, width)
     finally:
         browser.close()
     return problems

@@ -69,3 +69,39 @@ def test_loopback_addresses_blank_runs_and_escaped_newlines_are_flagged():
     code = '<div class="cell_input"><pre>\n\n\n\ndef f():\n    pass</pre></div>'  # input, not output
     token = "<table><tr><td>'\\n'</td><td>0.251</td></tr></table>"  # the newline token, on purpose
     assert check_html(fine + code + token).problems() == []
+
+
+def test_figure_text_is_judged_at_the_scale_the_page_shows_it(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import base64
+
+    import matplotlib.pyplot as plt
+    from check_pages import figure_text_problems  # noqa: E402
+
+    from gpt2lib.pages import figure_png
+
+    fig, ax = plt.subplots(figsize=(6.8, 3), dpi=100)
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("ten-point text")  # 10 pt = 13.9 px, the smallest text
+    labelled = tmp_path / "labelled.png"
+    labelled.write_bytes(base64.b64decode(figure_png(fig)))
+    fig.savefig(tmp_path / "plain.png")  # saved without the record
+    plt.close(fig)
+
+    def shown(png: Path, natural: int, width: float) -> dict:
+        return {"src": png.as_uri(), "alt": "a line", "natural": natural, "shown": width}
+
+    assert figure_text_problems([shown(labelled, 680, 680)], 1280) == []
+    (small,) = figure_text_problems([shown(labelled, 680, 340)], 390)  # shrunk to half: 6.9 px
+    assert "figure 1 ('a line')" in small and "6.9 px on a 390 px screen" in small
+    (unlabelled,) = figure_text_problems([shown(tmp_path / "plain.png", 680, 680)], 1280)
+    assert "does not record its text size" in unlabelled
+
+
+def test_myst_left_as_text_is_flagged_outside_code_only():
+    raw = "<p>```{exercise} A title</p><p>see {glue:text}`n_tokens` here</p>"
+    in_code = "<pre>```{exercise} A title</pre><p><code>{glue:text}`x`</code></p>"
+    assert check_html(raw).raw_myst == ["```{exercise}", "{glue:text}`"]
+    assert check_html(in_code).problems() == []
