@@ -44,6 +44,16 @@ def test_heatmap_labels_values_and_blank_mask():
     assert ax.texts[0].get_text() == "1.00"
 
 
+def test_heatmap_numbers_only_where_cells_are_big_enough():
+    fig, small = plt.subplots(figsize=(3.4, 3.4))
+    plot_attention_heatmap(causal_weights(12), [f"t{i}" for i in range(12)], ax=small)
+    assert len(small.texts) == 0  # 12 cells in under 3.4 inches: too small for "0.25"
+    fig, ax = plt.subplots(figsize=(6.8, 6.8))
+    plot_attention_heatmap(causal_weights(4), list("abcd"), ax=ax)
+    assert len(ax.texts) == 10  # four cells in 6.8 inches: numbered
+    plt.close("all")
+
+
 def test_heatmap_without_annotations_on_given_axes():
     fig, ax = plt.subplots()
     assert plot_attention_heatmap(causal_weights(4), list("abcd"), ax=ax, annotate=False) is ax
