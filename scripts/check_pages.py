@@ -27,8 +27,9 @@ DevTools protocol) at 1280 px and at 390 px, a phone's width, and fails on
   records its smallest font size in its own pixels (``gpt2lib.pages.label_figures``), and the
   browser says how much the page scales the image; a figure without that record fails too.
 
-It takes a full-page screenshot of each, so that a person can look at what the checks cannot
-judge. CI runs it after the book is built.
+Dropdowns (the exercises' solutions) are opened first, so that the checks and the screenshots
+see them. It takes a full-page screenshot of each, so that a person can look at what the checks
+cannot judge. CI runs it after the book is built.
 """
 
 from __future__ import annotations
@@ -228,6 +229,11 @@ class Browser:
             await self._call(ws, "Emulation.setDeviceMetricsOverride", height=900, **metrics)
             await self._call(ws, "Page.navigate", url=url)
             await asyncio.sleep(3)  # fonts, MathJax and images settle
+            await self._call(ws, "Runtime.evaluate", expression=(  # open every hidden solution
+                "document.querySelectorAll('.toggle-hidden').forEach("
+                "e => e.classList.remove('toggle-hidden'))"
+            ))  # fmt: skip
+            await asyncio.sleep(0.5)
             size = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
                 "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
             ))  # fmt: skip
