@@ -57,11 +57,14 @@ def main() -> None:
     start = time.perf_counter()
     history = instruction_tune(model, train, val, recipe, progress=False)
     seconds = time.perf_counter() - start
-    after = per_kind(test, generate_responses(model, test, max_new_tokens=12, batch_size=32))
+    responses = generate_responses(model, test, max_new_tokens=12, batch_size=32)
+    after = per_kind(test, responses)
     print(f"{vars(args)}: tuning took {seconds:.0f} s, val loss {history.val_loss[-1]:.3f}")
-    print(f"{'kind':16s} before  after")
+    print(f"{'kind':16s} before  after   an answer after tuning (expected)")
     for kind in after:
-        print(f"{kind:16s} {before[kind]:6.2f} {after[kind]:6.2f}")
+        example = next((i for i, r in enumerate(test) if r["kind"] == kind), None)
+        shown = "" if example is None else f"{responses[example]!r} ({test[example]['output']!r})"
+        print(f"{kind:16s} {before[kind]:6.2f} {after[kind]:6.2f}   {shown}")
 
 
 if __name__ == "__main__":
