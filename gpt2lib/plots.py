@@ -107,15 +107,14 @@ def plot_activation_functions(
             axes[0, 1].plot(x.numpy(), slope.numpy(), label=name)
     titles = ["Activation", "Derivative"][:ncols]
     ylabels = ["f(x)", "f'(x)"][:ncols]
-    legend_locs = ["upper left", "upper left"][:ncols]  # where the curves leave room
-    for ax, title, ylabel, loc in zip(axes[0], titles, ylabels, legend_locs, strict=True):
+    for ax, title, ylabel in zip(axes[0], titles, ylabels, strict=True):
         ax.axhline(0.0, color="grey", linewidth=0.5)
         ax.axvline(0.0, color="grey", linewidth=0.5)
         ax.set_title(title)
         ax.set_xlabel("x")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(loc=loc)
+    axes[0, 0].legend(loc="upper left")  # one legend: the panels share their colours
     return fig
 
 
