@@ -8,6 +8,11 @@ answering the same prompts, :func:`paired_bootstrap` gives the mean difference w
 bootstrap confidence interval (Efron & Tibshirani, 1993), resampling prompts, so that the
 interval says whether the difference could be luck of the draw of prompts.
 :func:`rank_correlation` (Spearman's) says how far two judges order answers alike.
+
+Where right and wrong are known (the procedural tasks of :mod:`gpt2lib.data.tasks`), a judge
+can be checked against the truth: :func:`roc_auc` is the chance that it scores a random right
+answer above a random wrong one (ties count half), and :func:`best_threshold` the accuracy of
+the best cut "score >= t means right", with that t.
 """
 
 from __future__ import annotations
@@ -105,3 +110,37 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
         tied = values == v
         ranks[tied] = ranks[tied].mean()
     return ranks
+
+
+def _valid(scores: Sequence[float | None], right: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(s, bool(r)) for s, r in zip(scores, right, strict=True) if s is not None]
+    values = np.array([p[0] for p in pairs], dtype=float)
+    labels = np.array([p[1] for p in pairs], dtype=bool)
+    if labels.all() or not labels.any():
+        raise ValueError("need both right and wrong answers among the scored ones")
+    return values, labels
+
+
+def roc_auc(scores: Sequence[float | None], right: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` as a test for ``right``: the share of (right,
+    wrong) pairs in which the right answer scores higher, ties counting half (the
+    Mann-Whitney U statistic over its maximum). 1 separates perfectly, 0.5 is chance. Answers
+    without a score (None) are left out."""
+    values, labels = _valid(scores, right)
+    ranks = _ranks(values)
+    n_right, n_wrong = labels.sum(), (~labels).sum()
+    u = ranks[labels].sum() - n_right * (n_right + 1) / 2
+    return float(u / (n_right * n_wrong))
+
+
+def best_threshold(scores: Sequence[float | None], right: Sequence[bool]) -> tuple[float, float]:
+    """``(accuracy, threshold)``: the best accuracy of the rule "right when score >=
+    threshold" over every threshold (the lowest such threshold when several tie). Answers
+    without a score (None) are left out."""
+    values, labels = _valid(scores, right)
+    best = (float(np.mean(~labels)), float("inf"))  # nothing is called right
+    for t in np.unique(values):
+        accuracy = float(np.mean((values >= t) == labels))
+        if accuracy > best[0]:
+            best = (accuracy, float(t))
+    return best

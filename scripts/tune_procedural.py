@@ -42,15 +42,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--mask-prompt", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="mini-shakespeare", help="a packaged model")
     args = parser.parse_args()
     offline_environment()
     torch.set_num_threads(args.threads)
     torch.manual_seed(123)
     train, val, test = make_splits()
-    model, _ = load_pretrained("mini-shakespeare")
+    model, _ = load_pretrained(args.model)
     before = per_kind(test, generate_responses(model, test, max_new_tokens=12, batch_size=32))
     recipe = Recipe(
-        model="mini-shakespeare", batch_size=args.batch_size, epochs=1000, max_steps=args.steps,
+        model=args.model, batch_size=args.batch_size, epochs=1000, max_steps=args.steps,
         lr=args.lr, warmup_steps=args.warmup, mask_prompt=args.mask_prompt,
         eval_every=max(args.steps // 5, 1), eval_batches=2, max_new_tokens=12,
     )  # fmt: skip

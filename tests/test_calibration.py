@@ -68,3 +68,25 @@ def test_rank_correlation_is_spearman():
     assert rank_correlation([5, 5, 6, 7], [1, 2, 3, 4]) == pytest.approx(expected)
     assert rank_correlation([1, None, 3, 2], [1, 9, 3, 2]) == pytest.approx(1.0)
     assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))
+
+
+def test_roc_auc_counts_pairs_ordered_right():
+    from gpt2lib.calibration import roc_auc
+
+    assert roc_auc([90, 80, 10, 0], [True, True, False, False]) == 1.0
+    assert roc_auc([0, 10, 80, 90], [True, True, False, False]) == 0.0
+    assert roc_auc([50, 50, 50, 50], [True, False, True, False]) == 0.5  # ties count half
+    # by hand: right 70, 30; wrong 50, 10, None -> pairs (70>50, 70>10, 30<50, 30>10): 3 of 4
+    assert roc_auc([70, 30, 50, 10, None], [True, True, False, False, False]) == 0.75
+    with pytest.raises(ValueError, match="both right and wrong"):
+        roc_auc([1, 2], [True, True])
+
+
+def test_best_threshold_finds_the_best_cut():
+    from gpt2lib.calibration import best_threshold
+
+    assert best_threshold([90, 80, 10, 0], [True, True, False, False]) == (1.0, 80.0)
+    # 70 right, 60 wrong, 50 right, 10 wrong: the best cut, >= 50, gets 3 of 4
+    assert best_threshold([70, 60, 50, 10], [True, False, True, False]) == (0.75, 50.0)
+    accuracy, threshold = best_threshold([5, 5], [True, False])
+    assert accuracy == 0.5 and threshold == float("inf")  # no cut beats calling nothing right

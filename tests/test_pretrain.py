@@ -138,3 +138,43 @@ def test_pretrain_runs_end_to_end(tmp_path):
     assert manifest["command"] == settings.command() and len(manifest["samples"]) == 4
     assert math.isfinite(manifest["final"]["val_loss"])
     assert load_mini(tmp_path / "mini").cfg == MINI_CONFIG
+
+
+def test_mid_training_settings_are_recorded_only_when_set():
+    plain = PretrainSettings(out="o").command()
+    assert "--init" not in plain and "--task-draws" not in plain and "--window" not in plain
+    assert "--name" not in plain  # the committed mini model's command stays as it was
+    mid = PretrainSettings(out="o", name="x", init=MINI_NAME, task_draws=5, window=128)
+    command = mid.command()
+    assert f"--init {MINI_NAME}" in command and "--task-draws 5" in command
+    assert "--window 128" in command and "--name x" in command
+    assert parse_args(command.split()[3:]) == replace(mid, progress=True)
+    with pytest.raises(ValueError, match="window must be in 1..256"):
+        PretrainSettings(out="o", window=512)
+    with pytest.raises(ValueError, match="task_draws"):
+        PretrainSettings(out="o", task_draws=-1)
+
+
+def test_mid_training_runs_end_to_end_from_a_packaged_model(tmp_path):
+    """--init starts from the committed weights; --task-draws mixes in task text that leaves
+    out every validation and test prompt; the manifest says both."""
+    from gpt2lib.pretrain import _data, _initial_model, pretrain
+
+    settings = PretrainSettings(
+        out=str(tmp_path / "mid"), name="mid", init=MINI_NAME, task_draws=20, window=64,
+        max_steps=1, batch_size=2, eval_every=1, eval_batches=1, dtype="float32",
+        checkpoint=str(tmp_path / "ck.pt"), progress=False, dropout=0.0,
+    )  # fmt: skip
+    start = _initial_model(settings)
+    loaded = load_mini().state_dict()
+    assert all(torch.equal(t, loaded[name]) for name, t in start.state_dict().items())
+    data = _data(settings)
+    assert 0 < data.task_records <= 20 * 9 and len(data.task_ids) > 0
+    assert len(data.train_loader.dataset) > len(data.train_ids) // 64
+    manifest = pretrain(settings)
+    assert manifest["name"] == "mid" and manifest["init"]["name"] == MINI_NAME
+    assert manifest["task_text"]["records"] == data.task_records
+    assert set(manifest["final"]["task_exact_match"]) >= {"reverse", "all"}
+    assert manifest["description"].startswith(f"{MINI_NAME} after a mid-training stage")
+    with pytest.raises(ValueError, match="is not a packaged model"):
+        _initial_model(replace(settings, init="no-such-model"))

@@ -40,6 +40,7 @@ import json
 import numbers
 import os
 import random
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -166,6 +167,31 @@ def split_instructions(
     train_end = int(len(items) * f_train)
     test_end = train_end + int(len(items) * f_test)
     return items[:train_end], items[test_end:], items[train_end:test_end]
+
+
+# What an instruction asks for, by its wording: the first pattern that matches names the kind.
+INSTRUCTION_KINDS: tuple[tuple[str, str], ...] = (
+    ("translation", r"^translate\b"),
+    ("word forms", r"\b(opposite|antonym|synonym|past tense|plural|spelling|abbreviation)\b"),
+    ("definitions", r"^(define|explain|describe)\b"),
+    ("numbers", r"^(convert|calculate|sort)\b.*(\d|roman|list)|fibonacci|^calculate\b"),
+    ("rewriting", r"^(rewrite|re-?word|correct|edit|transform|convert|split)\b"),
+    ("classification", r"^(classify|categori[sz]e|identify|pick out)\b"),
+    ("writing", r"^(generate|create|list|find|provide)\b"),
+    ("facts", r"^(what|which|who|where|when|how|name)\b"),
+)
+
+
+def instruction_kind(instruction: str) -> str:
+    """The kind of an instruction (:data:`INSTRUCTION_KINDS`, by its wording; ``"other"`` if no
+    pattern matches), to break a test set's results down by what was asked."""
+    if not isinstance(instruction, str):
+        raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
+    text = instruction.strip().lower()
+    for kind, pattern in INSTRUCTION_KINDS:
+        if re.search(pattern, text):
+            return kind
+    return "other"
 
 
 class InstructionItem(NamedTuple):

@@ -22,7 +22,7 @@ a leading space, so a task is about the words, not about how they are spelled in
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 # one GPT-2 token each, with and without a leading space
 WORDS = (
@@ -78,7 +78,11 @@ def _capitals(rng: random.Random) -> tuple[str, str, str]:
 
 def _opposites(rng: random.Random) -> tuple[str, str, str]:
     words = rng.sample(sorted(OPPOSITES), rng.randint(2, 3))
-    return "Write the opposite of each word.", " ".join(words), " ".join(OPPOSITES[w] for w in words)
+    return (
+        "Write the opposite of each word.",
+        " ".join(words),
+        " ".join(OPPOSITES[w] for w in words),
+    )
 
 
 def _contains(rng: random.Random) -> tuple[str, str, str]:
@@ -150,3 +154,47 @@ def exact_match(response: str, record: Record) -> bool:
     """Whether ``response`` is the record's output (ignoring surrounding space and a final full
     stop)."""
     return response.strip().rstrip(".").strip() == record["output"]
+
+
+def exact_match_by_kind(records: Sequence[Record], responses: Sequence[str]) -> dict[str, float]:
+    """The share of exact answers (:func:`exact_match`) per kind, in :data:`KINDS` order, and
+    over all records as ``"all"``."""
+    if len(records) != len(responses):
+        raise ValueError(f"{len(records)} records but {len(responses)} responses")
+    right: dict[str, list[bool]] = {}
+    for record, response in zip(records, responses, strict=True):
+        right.setdefault(record["kind"], []).append(exact_match(response, record))
+    shares = {kind: sum(right[kind]) / len(right[kind]) for kind in KINDS if kind in right}
+    shares["all"] = sum(map(sum, right.values())) / len(records) if records else float("nan")
+    return shares
+
+
+# ---------------------------------------------------------------------------------------------
+# Task text: the same tasks as plain text, for a mid-training stage (gpt2lib.pretrain --init)
+
+
+def task_text(record: Record) -> str:
+    """One record as plain text, ``Task: ...``, ``Input: ...``, ``Answer: ...`` and a blank line:
+    deliberately not the Alpaca prompt of instruction tuning, and without end-of-text, so a model
+    trained on it has the skills but not the format it is later tuned to answer in."""
+    return (
+        f"Task: {record['instruction']}\nInput: {record['input']}\nAnswer: {record['output']}\n\n"
+    )
+
+
+def task_corpus(draws_per_kind: int, seed: int, exclude: Iterable[Record] = ()) -> tuple[str, int]:
+    """``(text, n)``: ``draws_per_kind`` seeded draws of every kind (repeats allowed, as in any
+    corpus) as :func:`task_text`, shuffled, leaving out every draw whose ``(instruction, input)``
+    is in ``exclude`` (pass the validation and test splits); ``n`` records were kept."""
+    if draws_per_kind < 0:
+        raise ValueError(f"draws_per_kind must be >= 0, got {draws_per_kind}")
+    held = {(r["instruction"], r["input"]) for r in exclude}
+    rng = random.Random(seed)
+    records = []
+    for kind in KINDS:
+        for _ in range(draws_per_kind):
+            instruction, input_text, output = KINDS[kind](rng)
+            if (instruction, input_text) not in held:
+                records.append({"instruction": instruction, "input": input_text, "output": output})
+    rng.shuffle(records)
+    return "".join(map(task_text, records)), len(records)

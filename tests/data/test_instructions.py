@@ -17,6 +17,7 @@ from gpt2lib.data.instructions import (
     format_example,
     format_input,
     format_response,
+    instruction_kind,
     load_instructions,
     split_instructions,
 )
@@ -300,3 +301,29 @@ def test_collate_refuses_token_ids_outside_the_vocabulary() -> None:
         collate([[1]], vocab_size=100)
     with pytest.raises(TypeError, match=r"token 1 is 2\.5, not an integer"):
         collate([[1, 2.5]])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("instruction", "kind"),
+    [
+        ("Translate 'Hello' into Russian.", "translation"),
+        ("What is the opposite of 'wet'?", "word forms"),  # before "facts": a question too
+        ("Provide a synonym for 'excited'.", "word forms"),
+        ("Define the term 'irony'.", "definitions"),
+        ("Convert 3 kilometers to meters.", "numbers"),
+        ("Convert this sentence to passive voice", "rewriting"),
+        ("Classify the following items: bicycle, rose, tiger.", "classification"),
+        ("Generate a sentence using the word 'generous'.", "writing"),
+        ("Name the author of 'Pride and Prejudice'.", "facts"),
+        ("What is the capital of Denmark?", "facts"),
+        ("Summarise the text.", "other"),
+    ],
+)
+def test_instruction_kind_by_wording(instruction, kind):
+    assert instruction_kind(instruction) == kind
+    assert instruction_kind("  " + instruction.upper()) == kind  # case and space do not matter
+
+
+def test_instruction_kind_rejects_a_non_string():
+    with pytest.raises(TypeError, match="must be a str, got int"):
+        instruction_kind(3)
