@@ -66,6 +66,20 @@ class Recipe:
             ),
         )  # fmt: skip
 
+    @classmethod
+    def for_tasks(cls) -> Recipe:
+        """The recipe for the procedural tasks of :mod:`gpt2lib.data.tasks` (chapter 6,
+        section 6): GPT-2 Medium at the book's rate for one epoch, or offline the mini model for
+        300 steps of 16 records at 2e-3 (2.2 epochs); answers of up to 16 tokens (the longest
+        test answer has 8)."""
+        return choose(
+            full=cls(epochs=1, eval_every=50, max_new_tokens=16),
+            offline=cls(
+                model="mini-shakespeare", batch_size=16, epochs=3, max_steps=300, lr=2e-3,
+                warmup_steps=10, eval_every=75, eval_batches=2, max_new_tokens=16,
+            ),
+        )  # fmt: skip
+
     def capped(self, caps: LoopCaps) -> Recipe:
         """This recipe with its loop counts (steps, evaluation batches, new tokens) under
         ``caps``, as a chapter's settings cell applies a rehearsal's caps."""
@@ -146,3 +160,34 @@ def make_responses_file(
         model, test_data, max_new_tokens=recipe.max_new_tokens, batch_size=8, progress=progress
     )
     return write_responses(test_data, responses, path)
+
+
+def make_task_responses_file(
+    path: str | os.PathLike[str],
+    recipe: Recipe | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Chapter 6's procedural run in one call: answer the test split of
+    :func:`gpt2lib.data.tasks.make_splits` with the pretrained model, tune it on the training
+    split, answer again, and write each test record with ``model_response`` (after tuning) and
+    ``base_response`` (before) to ``path``; return ``path``."""
+    from .data.tasks import make_splits
+    from .device import get_device
+    from .weights import load_pretrained
+
+    recipe = recipe or Recipe.for_tasks()
+    train_data, val_data, test_data = make_splits()
+    torch.manual_seed(recipe.seed)
+    model, _ = load_pretrained(recipe.model)
+    model.to(device or get_device())
+
+    def answers() -> list[str]:
+        return generate_responses(
+            model, test_data, max_new_tokens=recipe.max_new_tokens, batch_size=32
+        )
+
+    before = answers()
+    instruction_tune(model, train_data, val_data, recipe, progress)
+    after = [{**r, "model_response": a} for r, a in zip(test_data, answers(), strict=True)]
+    return write_responses(after, before, path, key="base_response")

@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -98,10 +98,6 @@ class PretrainSettings:
     of the same names (``max_steps`` is ``--max-steps``)."""
 
     out: str  # directory of the saved model
-    name: str = MINI_NAME  # the saved model's name, in its manifest
-    init: str | None = None  # a packaged model to continue from (mid-training); None: fresh
-    task_draws: int = 0  # draws per kind of gpt2lib.data.tasks mixed in as task text
-    window: int = 256  # tokens per training window (at most the context length)
     max_steps: int = 700
     batch_size: int = 8  # per process
     stride: int = 64  # token offset between training windows
@@ -125,29 +121,13 @@ class PretrainSettings:
 
     # settings that do not change what is trained, left out of the recorded command
     NOT_RECORDED = ("out", "device", "checkpoint", "resume", "progress", "compile")
-    # recorded only when they differ from these (pretraining from scratch on Shakespeare)
-    RECORDED_IF_SET: ClassVar[dict[str, Any]] = {
-        "name": MINI_NAME, "init": None, "task_draws": 0, "window": 256,
-    }  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if not 0 < self.window <= MINI_CONFIG.context_length:
-            raise ValueError(
-                f"window must be in 1..{MINI_CONFIG.context_length}, got {self.window}"
-            )
-        if self.task_draws < 0:
-            raise ValueError(f"task_draws must be >= 0, got {self.task_draws}")
 
     def command(self) -> str:
         """The full command line, every setting that shapes the model spelled out."""
         parts = ["python", "-m", "gpt2lib.pretrain", "--out", self.out]
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in self.NOT_RECORDED or value is None:
-                continue
-            if f.name in self.RECORDED_IF_SET and value == self.RECORDED_IF_SET[f.name]:
-                continue
-            parts += ["--" + f.name.replace("_", "-"), str(getattr(self, f.name))]
+            if f.name not in self.NOT_RECORDED and getattr(self, f.name) is not None:
+                parts += ["--" + f.name.replace("_", "-"), str(getattr(self, f.name))]
         return shlex.join(parts)
 
     def train_config(self, checkpoint: str) -> TrainConfig:
@@ -239,82 +219,26 @@ class _Data:
     val_ids: list[int]
     train_loader: DataLoader
     val_loader: DataLoader
-    task_ids: list[int] = dataclasses.field(default_factory=list)
-    task_records: int = 0
 
 
 def _data(settings: PretrainSettings) -> _Data:
-    """Tiny Shakespeare, split by characters (90 % / 10 %), as loaders of context windows;
-    with ``task_draws``, task text (:func:`gpt2lib.data.tasks.task_corpus`) joins the training
-    windows. Validation is Shakespeare's last 10 % either way."""
-    from torch.utils.data import ConcatDataset
-    from torch.utils.data import DataLoader as Loader
-
-    from .data.tasks import make_splits, task_corpus
-    from .data.text import (
-        SlidingWindowDataset,
-        create_dataloader,
-        encode,
-        load_tiny_shakespeare,
-        split_by_position,
-    )
+    """Tiny Shakespeare, split by characters (90 % / 10 %), as loaders of context windows."""
+    from .data.text import create_dataloader, encode, load_tiny_shakespeare, split_by_position
     from .tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()
     train_text, val_text = split_by_position(load_tiny_shakespeare(), 0.9)
     train_ids, val_ids = encode(train_text, tokenizer), encode(val_text, tokenizer)
     ctx, s = MINI_CONFIG.context_length, settings
-    task_ids: list[int] = []
-    n_tasks = 0
-    if s.task_draws == 0:
-        train_loader = create_dataloader(
-            train_ids, s.batch_size, s.window, s.stride, shuffle=True, drop_last=True, seed=s.seed
-        )
-    else:  # no validation or test prompt of make_splits() is ever in the task text
-        _, val, test = make_splits()
-        text, n_tasks = task_corpus(s.task_draws, seed=s.seed + 1, exclude=val + test)
-        task_ids = encode(text, tokenizer)
-        windows = ConcatDataset([
-            SlidingWindowDataset(train_ids, s.window, s.stride),
-            SlidingWindowDataset(task_ids, s.window, s.window),
-        ])  # fmt: skip
-        train_loader = Loader(
-            windows, s.batch_size, shuffle=True, drop_last=True,
-            generator=torch.Generator().manual_seed(s.seed),
-        )  # fmt: skip
+    train_loader = create_dataloader(
+        train_ids, s.batch_size, ctx, s.stride, shuffle=True, drop_last=True, seed=s.seed
+    )
     # context-length windows, each validation token predicted once; shuffled (seeded) so that
     # the evaluations during training, which read the first --eval-batches, sample all of it
     val_loader = create_dataloader(
         val_ids, s.batch_size, ctx, ctx, shuffle=True, drop_last=False, seed=s.seed
     )
-    return _Data(tokenizer, train_ids, val_ids, train_loader, val_loader, task_ids, n_tasks)
-
-
-def _initial_model(settings: PretrainSettings) -> GPTModel:
-    """Fresh GPT-2 weights, or a packaged model's (``--init``), with training's dropout."""
-    model = GPTModel(replace(MINI_CONFIG, drop_rate=settings.dropout))
-    if settings.init is not None:
-        path = PRETRAINED_DIR / settings.init
-        if not path.is_dir():
-            known = sorted(p.name for p in PRETRAINED_DIR.iterdir() if p.is_dir())
-            raise ValueError(f"--init {settings.init!r} is not a packaged model; have {known}")
-        model.load_state_dict(load_mini(path).state_dict())
-    return model
-
-
-def _task_scores(model: GPTModel, tokenizer: tiktoken.Encoding) -> dict[str, float]:
-    """Exact match per kind on make_splits()'s test split, asked in the task-text format
-    (``Task: ... Answer:``, greedy, the answer's first line)."""
-    from .data.tasks import exact_match_by_kind, make_splits, task_text
-    from .generate import generate_batch
-
-    _, _, test = make_splits()
-    prompts = [tokenizer.encode(task_text({**r, "output": ""}).rstrip("\n")) for r in test]
-    answers = []
-    for i in range(0, len(prompts), 32):
-        for tokens in generate_batch(model, prompts[i : i + 32], 16):
-            answers.append(tokenizer.decode(tokens).split("\n")[0])
-    return {k: round(v, 3) for k, v in exact_match_by_kind(test, answers).items()}
+    return _Data(tokenizer, train_ids, val_ids, train_loader, val_loader)
 
 
 def _final_losses(model: GPTModel, data: _Data, settings: PretrainSettings) -> dict[str, float]:
@@ -358,37 +282,6 @@ def _samples(model: GPTModel, tokenizer: tiktoken.Encoding, seed: int) -> list[d
                        "text": greedy}]  # fmt: skip
 
 
-def _description(settings: PretrainSettings) -> str:
-    if settings.init is not None:
-        return (
-            f"{settings.init} after a mid-training stage by gpt2lib on Tiny Shakespeare mixed with "
-            "procedural task text (gpt2lib.data.tasks). It is not OpenAI's GPT-2."
-        )
-    return (
-        "A 7.3 M-parameter model with GPT-2's architecture and tokenizer, pretrained by gpt2lib "
-        "on Tiny Shakespeare. It is not OpenAI's GPT-2."
-    )
-
-
-def _mid_training_record(settings: PretrainSettings, data: _Data) -> dict[str, Any]:
-    """The manifest's record of the starting model and the task text (empty without them)."""
-    record: dict[str, Any] = {}
-    if settings.init is not None:
-        base = read_manifest(PRETRAINED_DIR / settings.init)
-        record["init"] = {"name": settings.init, "command": base["command"],
-                          "val_loss": base["final"]["val_loss"]}  # fmt: skip
-    if settings.task_draws:
-        record["task_text"] = {
-            "source": "gpt2lib.data.tasks.task_corpus, written by task_text",
-            "draws_per_kind": settings.task_draws,
-            "seed": settings.seed + 1,
-            "records": data.task_records,
-            "tokens": len(data.task_ids),
-            "excluded": "every (instruction, input) of make_splits()'s validation and test splits",
-        }
-    return record
-
-
 def _training_record(
     settings: PretrainSettings, history: History, data: _Data, cfg: TrainConfig,
     seconds: tuple[float, float], device: torch.device, world_size: int,
@@ -424,10 +317,10 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any] | None:
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     data = _data(settings)
-    checkpoint = settings.checkpoint or str(cache_dir() / "checkpoints" / f"{settings.name}.pt")
+    checkpoint = settings.checkpoint or str(cache_dir() / "checkpoints" / f"{MINI_NAME}.pt")
     cfg = settings.train_config(checkpoint)
     torch.manual_seed(settings.seed)
-    model = _initial_model(settings)
+    model = GPTModel(replace(MINI_CONFIG, drop_rate=settings.dropout))
     start, start_cpu = time.perf_counter(), time.process_time()
     history = train(model, data.train_loader, data.val_loader, cfg, resume=settings.resume)
     seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
@@ -435,12 +328,15 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any] | None:
         return None
 
     device = next(model.parameters()).device
-    save_mini(model, settings.out, {"name": settings.name})
+    save_mini(model, settings.out, {"name": MINI_NAME})
     model = load_mini(settings.out).to(device)  # evaluate exactly what was saved (float16)
     src = TEXTS["tiny-shakespeare"]
     manifest = {
-        "name": settings.name,
-        "description": _description(settings),
+        "name": MINI_NAME,
+        "description": (
+            "A 7.3 M-parameter model with GPT-2's architecture and tokenizer, pretrained by gpt2lib "
+            "on Tiny Shakespeare. It is not OpenAI's GPT-2."
+        ),
         "config": asdict(MINI_CONFIG),
         "parameters": sum(p.numel() for p in model.parameters()),
         "corpus": {
@@ -452,15 +348,11 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any] | None:
             "train_tokens": len(data.train_ids),
             "val_tokens": len(data.val_ids),
         },  # fmt: skip
-        **_mid_training_record(settings, data),
         "command": settings.command(),
         "training": _training_record(
             settings, history, data, cfg, seconds, device, info.world_size
         ),  # fmt: skip
-        "final": {
-            **_final_losses(model, data, settings),
-            "task_exact_match": _task_scores(model, data.tokenizer),
-        },
+        "final": _final_losses(model, data, settings),
         "history": _downsample(history.to_dict()),
         "samples": _samples(model, data.tokenizer, settings.seed),
         "torch_version": torch.__version__,

@@ -51,7 +51,12 @@ NOTEBOOKS = (
 )
 LABEL = "rehearsal (random weights, not GPT-2)"
 # files a notebook must make for itself, as in a fresh Colab runtime: removed before it runs
-STANDALONE = {"07_llm_judge.ipynb": ("outputs/full/instruction-data-with-response.json",)}
+STANDALONE = {
+    "07_llm_judge.ipynb": (
+        "outputs/full/instruction-data-with-response.json",
+        "outputs/full/procedural-with-response.json",
+    )
+}
 
 
 def _closed_port() -> int:

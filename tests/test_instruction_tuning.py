@@ -15,6 +15,7 @@ from gpt2lib.instruction_tuning import (
     instruction_loaders,
     instruction_tune,
     make_responses_file,
+    make_task_responses_file,
 )
 from gpt2lib.loss import calc_loss_loader
 
@@ -27,6 +28,16 @@ def test_recipes_of_the_two_profiles(monkeypatch):
     assert cfg.schedule == "constant" and cfg.grad_clip is None and cfg.weight_decay == 0.1
     monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
     assert Recipe.for_profile().model == "mini-shakespeare"
+
+
+def test_task_recipes_of_the_two_profiles(monkeypatch):
+    monkeypatch.setenv("GPT2LIB_PROFILE", "full")
+    book = Recipe.for_tasks()
+    assert (book.model, book.epochs, book.lr, book.max_new_tokens) == ("355M", 1, 5e-5, 16)
+    monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
+    mini = Recipe.for_tasks()
+    assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 300, 16, 2e-3)
+    assert mini.epochs * (240 * 9 // mini.batch_size) >= mini.max_steps  # the steps, not the epochs, end it
 
 
 def test_instruction_tune_lowers_the_validation_loss():
@@ -50,6 +61,20 @@ def test_make_responses_file_is_chapter_6_in_one_call(tmp_path):
     test_data = split_instructions(load_instructions())[2]
     assert [{k: r[k] for k in ("instruction", "input", "output")} for r in saved] == test_data
     assert all(isinstance(r["model_response"], str) for r in saved)
+
+
+def test_make_task_responses_file_answers_before_and_after(tmp_path):
+    from gpt2lib.data.tasks import make_splits
+
+    recipe = dataclasses.replace(
+        Recipe.for_tasks(), max_steps=2, max_new_tokens=3, eval_every=100, eval_batches=1
+    )
+    path = make_task_responses_file(tmp_path / "tasks.json", recipe, device="cpu", progress=False)
+    saved = json.loads(path.read_text())
+    test = make_splits()[2]
+    assert [{k: r[k] for k in ("instruction", "input", "output", "kind")} for r in saved] == test
+    assert list(saved[0]) == ["instruction", "input", "output", "kind", "model_response", "base_response"]
+    assert all(isinstance(r["base_response"], str) for r in saved)
 
 
 def test_responses_record_which_answers_ended_at_end_of_text():

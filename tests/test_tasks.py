@@ -15,8 +15,6 @@ from gpt2lib.data.tasks import (
     exact_match_by_kind,
     make_records,
     make_splits,
-    task_corpus,
-    task_text,
 )
 
 
@@ -92,25 +90,3 @@ def test_exact_match_by_kind_counts_per_kind_and_overall():
     assert shares["repeat"] == 0.0 and shares["all"] == pytest.approx(1 / len(KINDS))
     with pytest.raises(ValueError, match="2 records but 1 responses"):
         exact_match_by_kind(test[:2], ["x"])
-
-
-def test_task_text_is_plain_text_not_the_prompt_format():
-    record = {"instruction": "Write the last word.", "input": "cat moon", "output": "moon"}
-    assert task_text(record) == "Task: Write the last word.\nInput: cat moon\nAnswer: moon\n\n"
-    assert "###" not in task_text(record) and "<|endoftext|>" not in task_text(record)
-
-
-def test_task_corpus_is_seeded_and_leaves_out_what_it_is_told():
-    _, val, test = make_splits()
-    text, n = task_corpus(300, seed=124, exclude=val + test)
-    assert (text, n) == task_corpus(300, seed=124, exclude=val + test)
-    assert n < 300 * len(KINDS) and text.count("Task: ") == n  # some draws were left out
-    held = {task_text(r) for r in val + test}
-    blocks = {block + "\n\n" for block in text.split("\n\n") if block}
-    assert not blocks & held
-    everything, n_all = task_corpus(300, seed=124)
-    assert n_all == 300 * len(KINDS) and {task_text(r) for r in test} & {
-        b + "\n\n" for b in everything.split("\n\n") if b
-    }
-    with pytest.raises(ValueError, match="draws_per_kind"):
-        task_corpus(-1, seed=0)

@@ -22,7 +22,7 @@ a leading space, so a task is about the words, not about how they are spelled in
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 # one GPT-2 token each, with and without a leading space
 WORDS = (
@@ -167,34 +167,3 @@ def exact_match_by_kind(records: Sequence[Record], responses: Sequence[str]) -> 
     shares = {kind: sum(right[kind]) / len(right[kind]) for kind in KINDS if kind in right}
     shares["all"] = sum(map(sum, right.values())) / len(records) if records else float("nan")
     return shares
-
-
-# ---------------------------------------------------------------------------------------------
-# Task text: the same tasks as plain text, for a mid-training stage (gpt2lib.pretrain --init)
-
-
-def task_text(record: Record) -> str:
-    """One record as plain text, ``Task: ...``, ``Input: ...``, ``Answer: ...`` and a blank line:
-    deliberately not the Alpaca prompt of instruction tuning, and without end-of-text, so a model
-    trained on it has the skills but not the format it is later tuned to answer in."""
-    return (
-        f"Task: {record['instruction']}\nInput: {record['input']}\nAnswer: {record['output']}\n\n"
-    )
-
-
-def task_corpus(draws_per_kind: int, seed: int, exclude: Iterable[Record] = ()) -> tuple[str, int]:
-    """``(text, n)``: ``draws_per_kind`` seeded draws of every kind (repeats allowed, as in any
-    corpus) as :func:`task_text`, shuffled, leaving out every draw whose ``(instruction, input)``
-    is in ``exclude`` (pass the validation and test splits); ``n`` records were kept."""
-    if draws_per_kind < 0:
-        raise ValueError(f"draws_per_kind must be >= 0, got {draws_per_kind}")
-    held = {(r["instruction"], r["input"]) for r in exclude}
-    rng = random.Random(seed)
-    records = []
-    for kind in KINDS:
-        for _ in range(draws_per_kind):
-            instruction, input_text, output = KINDS[kind](rng)
-            if (instruction, input_text) not in held:
-                records.append({"instruction": instruction, "input": input_text, "output": output})
-    rng.shuffle(records)
-    return "".join(map(task_text, records)), len(records)
