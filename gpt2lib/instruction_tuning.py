@@ -139,6 +139,17 @@ def instruction_tune(
     return train(model, *loaders, recipe.train_config(progress))
 
 
+def _pretrained(recipe: Recipe, device: torch.device | str | None) -> nn.Module:
+    """The recipe's pretrained model on ``device`` (default: the best available), after seeding
+    with the recipe's seed, as both one-call runs below start."""
+    from .device import get_device
+    from .weights import load_pretrained
+
+    torch.manual_seed(recipe.seed)
+    model, _ = load_pretrained(recipe.model)
+    return model.to(device or get_device())
+
+
 def make_responses_file(
     path: str | os.PathLike[str],
     recipe: Recipe | None = None,
@@ -147,14 +158,9 @@ def make_responses_file(
 ) -> Path:
     """Chapter 6 in one call: load the pretrained model, tune it on the book's training split,
     answer the test split, and write the responses file to ``path``; return ``path``."""
-    from .device import get_device
-    from .weights import load_pretrained
-
     recipe = recipe or Recipe.for_profile()
     train_data, val_data, test_data = split_instructions(load_instructions())
-    torch.manual_seed(recipe.seed)
-    model, _ = load_pretrained(recipe.model)
-    model.to(device or get_device())
+    model = _pretrained(recipe, device)
     instruction_tune(model, train_data, val_data, recipe, progress)
     responses = generate_responses(
         model, test_data, max_new_tokens=recipe.max_new_tokens, batch_size=8, progress=progress
@@ -173,14 +179,10 @@ def make_task_responses_file(
     split, answer again, and write each test record with ``model_response`` (after tuning) and
     ``base_response`` (before) to ``path``; return ``path``."""
     from .data.tasks import make_splits
-    from .device import get_device
-    from .weights import load_pretrained
 
     recipe = recipe or Recipe.for_tasks()
     train_data, val_data, test_data = make_splits()
-    torch.manual_seed(recipe.seed)
-    model, _ = load_pretrained(recipe.model)
-    model.to(device or get_device())
+    model = _pretrained(recipe, device)
 
     def answers() -> list[str]:
         return generate_responses(

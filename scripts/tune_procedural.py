@@ -11,27 +11,15 @@ after, with the wall time of the tuning. Offline world: ``gpt2lib.testing.offlin
 from __future__ import annotations
 
 import argparse
-import collections
 import time
 
 import torch
 
-from gpt2lib.data.tasks import exact_match, make_splits
+from gpt2lib.data.tasks import exact_match_by_kind, make_splits
 from gpt2lib.instruct import generate_responses
 from gpt2lib.instruction_tuning import Recipe, instruction_tune
 from gpt2lib.testing.offline import offline_environment
 from gpt2lib.weights import load_pretrained
-
-
-def per_kind(records: list[dict], responses: list[str]) -> dict[str, float]:
-    right: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    for record, response in zip(records, responses, strict=True):
-        total[record["kind"]] += 1
-        right[record["kind"]] += exact_match(response, record)
-    scores = {kind: right[kind] / total[kind] for kind in total}
-    scores["all"] = sum(right.values()) / sum(total.values())
-    return scores
 
 
 def main() -> None:
@@ -49,7 +37,9 @@ def main() -> None:
     torch.manual_seed(123)
     train, val, test = make_splits()
     model, _ = load_pretrained(args.model)
-    before = per_kind(test, generate_responses(model, test, max_new_tokens=12, batch_size=32))
+    before = exact_match_by_kind(
+        test, generate_responses(model, test, max_new_tokens=12, batch_size=32)
+    )
     recipe = Recipe(
         model=args.model, batch_size=args.batch_size, epochs=1000, max_steps=args.steps,
         lr=args.lr, warmup_steps=args.warmup, mask_prompt=args.mask_prompt,
@@ -59,7 +49,7 @@ def main() -> None:
     history = instruction_tune(model, train, val, recipe, progress=False)
     seconds = time.perf_counter() - start
     responses = generate_responses(model, test, max_new_tokens=12, batch_size=32)
-    after = per_kind(test, responses)
+    after = exact_match_by_kind(test, responses)
     print(f"{vars(args)}: tuning took {seconds:.0f} s, val loss {history.val_loss[-1]:.3f}")
     print(f"{'kind':16s} before  after   an answer after tuning (expected)")
     for kind in after:
