@@ -2,7 +2,8 @@
 
 Three jobs, one function each: :func:`lm_loss` is the arithmetic (logits against targets),
 :func:`calc_loss_batch` runs the model on one ``(inputs, targets)`` batch (it is
-:func:`gpt2lib.train.train`'s default ``loss_fn``), and :func:`calc_loss_loader` averages it
+:func:`gpt2lib.train.train`'s default ``loss_fn``; :func:`calc_loss_kept` is the same loss
+computed at the counted positions only), and :func:`calc_loss_loader` averages it
 over batches without gradients. :func:`perplexity` turns a loss into a number of choices.
 Compare chapter 5 of Raschka, *Build a Large Language Model (From Scratch)*.
 """
@@ -45,6 +46,23 @@ def calc_loss_batch(model: nn.Module, batch: Any, device: torch.device | str) ->
     inputs, targets = batch
     inputs, targets = inputs.to(device), targets.to(device)
     return lm_loss(model(inputs), targets)
+
+
+def calc_loss_kept(
+    model: nn.Module, batch: Any, device: torch.device | str, ignore_index: int = -100
+) -> torch.Tensor:
+    """:func:`calc_loss_batch`'s loss, with the output layer run only at the positions whose
+    target counts (``model(inputs, keep=...)``), not at padding or masked prompt tokens.
+
+    The output layer (C x 50,257) is most of the arithmetic of a small model, so when the loss
+    counts a few positions in each row (the answers of instruction data with the prompt
+    masked) this is several times faster. The value is the same up to float rounding.
+    """
+    inputs, targets = batch
+    inputs, targets = inputs.to(device), targets.to(device)
+    keep = targets != ignore_index  # (B, T)
+    logits = model(inputs, keep=keep)  # (N, vocab_size)
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 def calc_loss_loader(

@@ -153,13 +153,16 @@ class GPTModel(nn.Module):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         last_only: bool = False,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token IDs ``idx`` (B, T).
 
         ``cache``: the tokens follow the ``cache.length`` cached ones, whose keys and values are
         reused; this call's are added. ``attention_mask`` (B, cache.length + T): 1 for real tokens,
         0 for (left) padding. ``last_only``: compute the logits of the last position only,
-        (B, 1, vocab_size), as generation needs.
+        (B, 1, vocab_size), as generation needs. ``keep`` (B, T) bool: compute the logits of
+        those positions only, (N, vocab_size) in row-major order, as a loss that counts some
+        positions needs (:func:`gpt2lib.loss.calc_loss_kept`).
         """
         B, T = idx.shape
         if cache is not None and cache.batch_size != B:
@@ -182,7 +185,14 @@ class GPTModel(nn.Module):
             cache.advance(T)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
-        return self.head(x)  # (B, T, vocab_size)
+        if keep is not None:
+            if keep.shape != x.shape[:2] or keep.dtype != torch.bool:
+                raise ValueError(
+                    f"keep must be a bool tensor of shape {tuple(x.shape[:2])}, got "
+                    f"{keep.dtype} {tuple(keep.shape)}"
+                )
+            x = x[keep]  # (N, C)
+        return self.head(x)  # (B, T, vocab_size), or (N, vocab_size) with keep
 
     def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The blocks' input: token plus position embedding, then dropout. ``idx`` (B, T) token

@@ -16,7 +16,7 @@ from gpt2lib.data.text import SlidingWindowDataset
 from gpt2lib.distributed import EpochSampler
 from gpt2lib.files import FileFormatError
 from gpt2lib.history import History, RunState
-from gpt2lib.loss import calc_loss_batch, calc_loss_loader, lm_loss, perplexity
+from gpt2lib.loss import calc_loss_batch, calc_loss_kept, calc_loss_loader, lm_loss, perplexity
 from gpt2lib.train import TrainConfig, build_optimizer, lr_at, train
 
 TESTS = Path(__file__).resolve().parent
@@ -70,6 +70,30 @@ def test_lm_loss_ignores_masked_targets_and_checks_shapes():
     assert torch.allclose(lm_loss(logits, targets), expected)
     with pytest.raises(ValueError, match="logits"):
         lm_loss(logits, targets[:, :2])
+
+
+def test_kept_loss_equals_the_full_loss_and_its_gradient():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    inputs = torch.randint(0, 100, (3, 12))
+    targets = torch.randint(0, 100, (3, 12))
+    targets[0, :7] = -100  # a masked prompt
+    targets[1, 9:] = -100  # padding
+    losses, grads = [], []
+    for loss_fn in (calc_loss_batch, calc_loss_kept):
+        model.zero_grad()
+        loss = loss_fn(model, (inputs, targets), "cpu")
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.h[0].attn.c_attn.weight.grad.clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    # the logits it computes are the kept positions' rows of the full logits, in order
+    keep = targets != -100
+    with torch.no_grad():
+        assert torch.allclose(model(inputs, keep=keep), model(inputs)[keep], atol=1e-5)
+    with pytest.raises(ValueError, match="keep must be a bool tensor of shape"):
+        model(inputs, keep=keep.long())
 
 
 def test_perplexity_of_float_and_tensor():
