@@ -27,7 +27,8 @@ def test_recipes_of_the_two_profiles(monkeypatch):
     cfg = book.train_config()
     assert cfg.schedule == "constant" and cfg.grad_clip is None and cfg.weight_decay == 0.1
     monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
-    assert Recipe.for_profile().model == "mini-shakespeare"
+    mini = Recipe.for_profile()
+    assert (mini.model, mini.epochs, mini.mask_prompt) == ("mini-shakespeare", 8, True)
 
 
 def test_task_recipes_of_the_two_profiles(monkeypatch):
@@ -36,8 +37,10 @@ def test_task_recipes_of_the_two_profiles(monkeypatch):
     assert (book.model, book.epochs, book.lr, book.max_new_tokens) == ("355M", 1, 5e-5, 16)
     monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
     mini = Recipe.for_tasks()
-    assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 300, 16, 2e-3)
-    assert mini.epochs * (240 * 9 // mini.batch_size) >= mini.max_steps  # the steps, not the epochs, end it
+    assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 1500, 16, 3e-3)
+    assert mini.epochs * (800 * 9 // mini.batch_size) >= mini.max_steps  # the steps, not the epochs, end it
+    cfg = mini.train_config()
+    assert (cfg.schedule, cfg.min_lr, cfg.grad_clip) == ("cosine", 3e-4, 1.0) and mini.mask_prompt
 
 
 def test_instruction_tune_lowers_the_validation_loss():

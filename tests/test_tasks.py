@@ -20,7 +20,7 @@ from gpt2lib.data.tasks import (
 
 def test_splits_are_seeded_sized_and_disjoint():
     train, val, test = make_splits()
-    assert (len(train), len(val), len(test)) == (240 * len(KINDS), 10 * len(KINDS), 20 * len(KINDS))
+    assert (len(train), len(val), len(test)) == (800 * len(KINDS), 10 * len(KINDS), 20 * len(KINDS))
     assert make_splits() == (train, val, test)  # deterministic
     assert make_splits(seed=7)[2] != test
     key = lambda r: (r["instruction"], r["input"])  # noqa: E731
@@ -48,8 +48,8 @@ def expected_output(kind: str, record: dict) -> str:
     if kind == "opposites":
         return " ".join(OPPOSITES[w] for w in words)
     if kind == "contains":
-        return "yes" if record["instruction"].split("'")[1] in words else "no"
-    return str(max(int(words[0]), int(words[-1])))  # larger number: "a or b"
+        return "yes" if record["instruction"].split()[3] in words else "no"
+    return str(max(int(words[0]), int(words[-1])))  # larger number: "a\nb"
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

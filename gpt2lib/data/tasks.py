@@ -12,11 +12,14 @@ them as they are), plus ``kind``. :func:`make_splits` draws them with a seeded g
 ``(instruction, input)`` of the test split occurs in training or validation::
 
     train, val, test = make_splits()            # seed=123
-    test[0]  # {'instruction': 'Write the last word.', 'input': 'cat river moon',
-             #  'output': 'moon', 'kind': 'last word'}
+    test[0]  # {'instruction': 'Write the last word.', 'input': 'green river stone',
+             #  'output': 'stone', 'kind': 'last word'}
 
-The words are common English nouns that GPT-2's tokenizer keeps as one token, with or without
-a leading space, so a task is about the words, not about how they are spelled in tokens.
+The words are twelve common English words that GPT-2's tokenizer keeps as one token, with or
+without a leading space, so a task is about the words, not about how they are spelled in
+tokens. They are few on purpose: a small model that has no general way to copy a token learns
+to copy each word separately, and with twelve words each occurs hundreds of times in the
+training split.
 """
 
 from __future__ import annotations
@@ -24,12 +27,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-# one GPT-2 token each, with and without a leading space
+# one GPT-2 token each, with and without a leading space; few, so that each occurs often
 WORDS = (
     "apple", "river", "stone", "cloud", "bread", "horse", "chair", "paper", "green", "table",
-    "water", "night", "light", "music", "dog", "cat", "bird", "fish", "tree", "house", "road",
-    "ship", "king", "moon", "sun", "star", "fire", "rain", "wind", "door", "book", "ring", "hat",
-    "box", "cup", "pen", "bell", "egg",
+    "water", "night",
 )  # fmt: skip
 OPPOSITES = {
     "hot": "cold", "big": "small", "up": "down", "old": "new", "fast": "slow", "early": "late",
@@ -72,7 +73,7 @@ def _count(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _capitals(rng: random.Random) -> tuple[str, str, str]:
-    words = " ".join(_words(rng, 2, 2))
+    words = " ".join(_words(rng, 2, 3))
     return "Write the words in capital letters.", words, words.upper()
 
 
@@ -89,12 +90,12 @@ def _contains(rng: random.Random) -> tuple[str, str, str]:
     words = _words(rng, 4, 4)
     present = rng.random() < 0.5
     word = rng.choice(words) if present else rng.choice([w for w in WORDS if w not in words])
-    return f"Is '{word}' in the list?", " ".join(words), "yes" if present else "no"
+    return f"Is the word {word} in the list?", " ".join(words), "yes" if present else "no"
 
 
 def _larger(rng: random.Random) -> tuple[str, str, str]:
     a, b = rng.sample(NUMBERS, 2)
-    return "Which number is larger?", f"{a} or {b}", str(max(a, b))
+    return "Which number is larger?", f"{a}\n{b}", str(max(a, b))
 
 
 KINDS: dict[str, Task] = {
@@ -129,7 +130,7 @@ def make_records(kind: str, n: int, rng: random.Random) -> list[Record]:
 
 
 def make_splits(
-    seed: int = 123, n_train: int = 240, n_val: int = 10, n_test: int = 20
+    seed: int = 123, n_train: int = 800, n_val: int = 10, n_test: int = 20
 ) -> tuple[list[Record], list[Record], list[Record]]:
     """``(train, val, test)`` with ``n_train``, ``n_val`` and ``n_test`` records of every kind,
     each split shuffled; deterministic for a ``seed``. Records are distinct across the splits,
