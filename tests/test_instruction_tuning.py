@@ -37,7 +37,7 @@ def test_task_recipes_of_the_two_profiles(monkeypatch):
     assert (book.model, book.epochs, book.lr, book.max_new_tokens) == ("355M", 1, 5e-5, 16)
     monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
     mini = Recipe.for_tasks()
-    assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 1500, 16, 3e-3)
+    assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 3000, 16, 3e-3)
     assert mini.epochs * (800 * 9 // mini.batch_size) >= mini.max_steps  # the steps, not the epochs, end it
     cfg = mini.train_config()
     assert (cfg.schedule, cfg.min_lr, cfg.grad_clip) == ("cosine", 3e-4, 1.0) and mini.mask_prompt
