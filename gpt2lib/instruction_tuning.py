@@ -77,8 +77,9 @@ class Recipe:
         section 6): GPT-2 Medium at the book's rate for one epoch, or offline the mini model for
         3,000 steps of 16 records (6.7 epochs), the loss on the answers only, at 3e-3 falling
         to 3e-4 on a cosine, gradients clipped to norm 1; answers of up to 16 tokens (the
-        longest test answer has 8). Half as many steps leave most of the copying kinds
-        unlearned: the mini model learns them late, in a few hundred steps after about 2,000."""
+        longest test answer has 8). With half the steps, runs that differed only in float
+        rounding each learned another subset of the copying kinds (0.37 to 0.83 exact match);
+        with 3,000, every kind but the two comparisons (0.88 to 0.94 in three runs)."""
         return choose(
             full=cls(epochs=1, eval_every=100, max_new_tokens=16),
             offline=cls(
