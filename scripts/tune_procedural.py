@@ -7,9 +7,9 @@ Loads ``mini-shakespeare``, answers the test split of ``gpt2lib.data.tasks.make_
 greedily, tunes every weight on the training split with ``instruction_tune`` (the library code
 chapter 6 uses for the book's data) with the offline ``Recipe.for_tasks()`` and the changes
 given, answers again, and prints exact match per kind, before and after, with the wall time of
-the tuning. Offline world: ``gpt2lib.testing.offline``. The result depends on the last bits of
-the arithmetic and on the seed (the order of the batches): at 3,000 steps, runs on other seeds
-and thread counts ended between 0.88 and 0.94; at 1,500, anywhere between 0.37 and 0.83.
+the tuning. Offline world: ``gpt2lib.testing.offline``. The result depends on the number of
+steps and, with too few, on the last bits of the arithmetic and on the seed (the order of the
+batches); the docstring of ``Recipe.for_tasks`` gives the runs measured so far.
 """
 
 from __future__ import annotations
