@@ -11,7 +11,7 @@ It:
 1. executes every chapter in the offline profile on the device, top to bottom: with nbclient
    where it is installed, else by running the notebooks' code cells in order as plain Python.
    Outputs are not compared (numbers differ across devices); every cell must run;
-2. pretrains the mini GPT-2 for the default 700 steps (``python -m gpt2lib.pretrain``) and
+2. pretrains the mini GPT-2 for the default 700 steps (``python -m tools.pretrain``) and
    prints its validation loss;
 3. runs ``python -m benchmarks.run`` on the device;
 4. prints one table and writes it to ``benchmarks/results/<gpu>.md``.
@@ -138,7 +138,7 @@ def _device_name(device: str) -> tuple[str, str]:
 
 def _pretrain(device: str, steps: int, home: Path) -> dict[str, object]:
     out = home / "mini-check"
-    command = [sys.executable, "-m", "gpt2lib.pretrain", "--out", str(out), "--device", device,
+    command = [sys.executable, "-m", "tools.pretrain", "--out", str(out), "--device", device,
                "--max-steps", str(steps), "--eval-every", str(min(40, steps)), "--no-progress",
                "--checkpoint", str(home / "mini-check.pt")]  # fmt: skip
     start = time.perf_counter()
@@ -146,7 +146,7 @@ def _pretrain(device: str, steps: int, home: Path) -> dict[str, object]:
     seconds = round(time.perf_counter() - start, 1)
     if done.returncode != 0:
         return {"seconds": seconds, "error": done.stderr.strip().splitlines()[-1][:300]}
-    from gpt2lib.pretrain import read_manifest
+    from gpt2lib.mini import read_manifest
 
     final = read_manifest(out)["final"]
     return {"seconds": seconds, "steps": steps, "val_loss": final["val_loss"], "error": None}
@@ -172,7 +172,7 @@ def table(device: str, chapters: list, pretrain: dict, bench: dict) -> str:
     if pretrain:
         result = (f"{pretrain['steps']} steps, validation loss {pretrain['val_loss']:.3f}"
                   if not pretrain["error"] else f"FAILED: {pretrain['error']}")  # fmt: skip
-        rows.append(f"| `python -m gpt2lib.pretrain` | {pretrain['seconds']} | {result} |")
+        rows.append(f"| `python -m tools.pretrain` | {pretrain['seconds']} | {result} |")
     if bench:
         result = f"see {bench['results']}" if not bench["error"] else f"FAILED: {bench['error']}"
         rows.append(f"| `python -m benchmarks.run` | {bench['seconds']} | {result} |")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     sys.path.insert(0, str(ROOT))
-    from gpt2lib.testing.offline import offline_environment
+    from tools.offline import offline_environment
 
     env = offline_environment()  # the offline profile, the local mirror, a fresh cache
     if args.device == "cpu":
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             chapters = run_chapters(work)
         if "pretrain" not in skip:
             steps = 20 if args.quick else 700
-            print(f"2. python -m gpt2lib.pretrain, {steps} steps ...", flush=True)
+            print(f"2. python -m tools.pretrain, {steps} steps ...", flush=True)
             pretrain = _pretrain(args.device, steps, work)
         if "benchmark" not in skip:
             print("3. python -m benchmarks.run ...", flush=True)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import psutil
 import torch
 
+from benchmarks.timing import time_interleaved
 from gpt2lib.config import GPTConfig
-from gpt2lib.timing import time_interleaved
 
 
 def _release_free_memory() -> None:

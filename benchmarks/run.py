@@ -58,12 +58,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness import forward_flops, matmul_peak, peak_memory
+from benchmarks.timing import Timing, time_interleaved
 from benchmarks.training import bench_training
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.fast import InferenceSettings, bf16_is_native, optimize_for_inference
 from gpt2lib.generate import generate
 from gpt2lib.static_decode import StaticDecoder
-from gpt2lib.timing import Timing, time_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -208,7 +208,9 @@ def bench_generate(
     def ours_gen(
         model: GPTModel, n: int, use_cache: bool = True, decoder: StaticDecoder | None = None
     ) -> torch.Tensor:
-        return generate(model, idx, n, use_cache=use_cache, attention_mask=mask, decoder=decoder)
+        if decoder is not None:
+            return decoder.generate(idx, n, attention_mask=mask)
+        return generate(model, idx, n, use_cache=use_cache, attention_mask=mask)
 
     def hf_gen(n: int, model: Any = hf, **options: Any) -> torch.Tensor:
         with torch.inference_mode():
@@ -274,9 +276,12 @@ def bench_sweep(
 
             def cached_step(cache: KVCache = cache, idx: torch.Tensor = idx, L: int = L) -> None:
                 cache.length = L  # forget the previous step's token
-                ours(idx[:, L:], cache=cache, last_only=True)
+                ours.head(ours.hidden(idx[:, L:], cache)[:, -1:])
 
-            cases = {"cached": cached_step, "uncached": lambda idx=idx: ours(idx, last_only=True)}
+            cases = {
+                "cached": cached_step,
+                "uncached": lambda idx=idx: ours.head(ours.hidden(idx)[:, -1:]),
+            }
             t = time_interleaved(cases, dict.fromkeys(cases, 1), reps, device)
         out[str(L)] = {f"{k}_tokens_per_s": v.rate for k, v in t.items()}
         log(f"  L={L}: " + ", ".join(f"{k} {v.rate:.1f} tokens/s" for k, v in t.items()))
@@ -341,7 +346,7 @@ def top1_agreement(device: torch.device, fallback: GPTModel) -> dict[str, Any]:
     """Share of prompt positions where bf16 weights pick the same next token as float32."""
     model, source = fallback, "the benchmark's random 124M-shaped weights"
     try:
-        from gpt2lib.pretrain import load_mini  # the project's pretrained mini GPT-2
+        from gpt2lib.mini import load_mini  # the project's pretrained mini GPT-2
 
         model, source = load_mini().to(device).eval(), "the project's mini GPT-2 (pretrained)"
     except Exception as exc:  # noqa: BLE001 - any failure means: use the fallback

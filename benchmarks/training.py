@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from benchmarks.harness import forward_flops, matmul_peak
+from benchmarks.timing import time_interleaved
 from gpt2lib.fast import bf16_is_native
 from gpt2lib.loss import lm_loss
-from gpt2lib.timing import time_interleaved
 from gpt2lib.train import TrainConfig, build_optimizer
 
 

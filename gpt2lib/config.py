@@ -2,7 +2,7 @@
 
 The four published sizes follow OpenAI's ``hparams.json`` files (Radford et al., 2019,
 "Language Models are Unsupervised Multitask Learners"); the project names two of its own:
-``GPTConfig.mini()``, the mini GPT-2 it pretrains on Tiny Shakespeare (:mod:`gpt2lib.pretrain`),
+``GPTConfig.mini()``, the mini GPT-2 it pretrains on Tiny Shakespeare (:mod:`gpt2lib.mini`),
 and ``GPTConfig.tiny()``, the smallest model worth testing. Any field can be overridden with
 keyword arguments or :func:`dataclasses.replace`::
 

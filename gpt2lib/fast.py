@@ -28,13 +28,15 @@ keeps a candidate only if it beats the default float32 path at every one of them
 :func:`~gpt2lib.generate.generate`'s own defaults stay exact (float32, the KV cache, eager).
 
 The choice is an object, :class:`InferenceSettings`, that the caller holds: it says what was
-chosen and measured, carries the compiled decoder to pass to ``generate`` (``decoder=``), and
-undoes itself (``settings.undo()`` gives the model back its weights as they were).
+chosen and measured, generates with the choice (``settings.generate(idx, n)``, through the
+compiled decoder if one was chosen), and undoes itself (``settings.undo()``).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,8 +44,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .generate import generate
 from .static_decode import StaticDecoder
-from .timing import time_interleaved
 
 Auto = Literal["auto"]
 MARGIN = 1.05  # a candidate must be this much faster than the default at every batch size
@@ -117,19 +119,25 @@ def decode_rate(
     decoder: StaticDecoder | None = None,
     prompt_len: int = 32,
     new_tokens: int = 32,
+    reps: int = 3,
 ) -> float:
-    """New tokens per second of greedy generation (one warm-up run, median of three), timed
-    with :func:`gpt2lib.timing.time_interleaved`; ``decoder``: through its compiled step."""
-    from .generate import generate
-
+    """New tokens per second of greedy generation (after one warm-up run, the median of
+    ``reps``); ``decoder``: through its compiled step. On CUDA the clock waits for the device."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
     prompt_len = min(prompt_len, model.cfg.context_length - new_tokens)
     idx = torch.randint(0, model.cfg.vocab_size, (batch_size, prompt_len), generator=gen)
     idx = idx.to(device)
-    run = {"generate": lambda: generate(model, idx, new_tokens, decoder=decoder)}
-    timing = time_interleaved(run, {"generate": batch_size * new_tokens}, reps=3, device=device)
-    return timing["generate"].rate
+
+    def run() -> float:
+        start = time.perf_counter()
+        decoder.generate(idx, new_tokens) if decoder else generate(model, idx, new_tokens)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    run()  # warm-up (and compilation)
+    return batch_size * new_tokens / statistics.median(run() for _ in range(reps))
 
 
 def choose(rates: dict[Setting, dict[int, float]]) -> Setting:
@@ -151,7 +159,8 @@ class InferenceSettings:
 
     ``chosen``: the setting applied; ``measured``: new tokens/s of every candidate tried, per
     batch size (empty when nothing was measured); ``decoder``: the compiled static decode step
-    when ``chosen.compile``, else None.
+    when ``chosen.compile``, else None. ``settings.generate(idx, n, ...)`` takes
+    :func:`~gpt2lib.generate.generate`'s arguments and decodes with the choice.
     """
 
     model: nn.Module
@@ -160,9 +169,11 @@ class InferenceSettings:
     decoder: StaticDecoder | None = None
     _original: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments that give :func:`~gpt2lib.generate.generate` this setting."""
-        return {"decoder": self.decoder}
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        """:func:`~gpt2lib.generate.generate` with this setting (its compiled step, if chosen)."""
+        if self.decoder is not None:
+            return self.decoder.generate(idx, max_new_tokens, **kwargs)
+        return generate(self.model, idx, max_new_tokens, **kwargs)
 
     def report(self) -> dict[str, Any]:
         """Plain data (for printing and JSON): the choice, the dtype, the tokens/s measured."""
@@ -204,7 +215,7 @@ def optimize_for_inference(
     :func:`candidates` setting at each of ``batch_sizes`` and keeps the float32 default unless
     a candidate is faster at all of them (see :func:`choose`). A given ``dtype`` (None: keep the model's) and ``compile``
     are applied as they are. With compilation chosen, ``settings.decoder`` is the compiled
-    static decode step: pass it on, ``generate(model, idx, n, **settings.generate_kwargs())``.
+    static decode step, which ``settings.generate(idx, n)`` uses.
     """
     if dtype not in ("auto", None) and not (
         isinstance(dtype, torch.dtype) and dtype.is_floating_point

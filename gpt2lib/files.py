@@ -3,25 +3,19 @@
 Every place in gpt2lib that writes a file a user keeps (a saved model, a checkpoint, scores,
 downloads, caches) goes through this module, so the habits live in one place:
 
-- :func:`atomic_write` writes under a temporary name in the same folder, flushes it to disk
-  and renames it over the target with :func:`os.replace`: a reader sees the old file or the new
-  one, never a mix. Temporaries are named ``.<name>.<pid>.<random>.tmp``; one left behind by a
-  process that was killed is removed by the next write of the same file
-  (:func:`remove_stale_temporaries`).
-- :func:`atomic_dir` does the same for a whole directory. Where Linux's ``renameat2`` with
-  ``RENAME_EXCHANGE`` is available the old and the new directory swap places in one step; on
-  other systems two renames remain, and a directory left aside by a crash between them is put
-  back by the next :func:`atomic_dir` of that target.
-- :func:`sha256_file` hashes a file in chunks; :func:`file_lock` serialises processes.
+- :func:`atomic_path` yields a temporary name in the target's folder; once the block ends
+  without an exception the file is synced and renamed over the target with :func:`os.replace`,
+  so a reader sees the old file or the new one, never a mix. A temporary left behind by a
+  killed process (``.<name>.<pid>.<random>.tmp``) is removed by the next write of that file.
+- :func:`atomic_dir` does the same for a whole directory: the old one is set aside, the new one
+  renamed in, the old one removed; a directory a crash left set aside is put back next time.
 - :func:`read_text` and :func:`read_json` read a file a user handed us, and raise
-  :class:`FileFormatError` naming the file and what is wrong (not UTF-8, not JSON, ...).
+  :class:`FileFormatError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import json
 import os
@@ -30,20 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
-
-__all__ = [
-    "FileFormatError",
-    "atomic_dir",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "file_lock",
-    "read_json",
-    "read_text",
-    "remove_stale_temporaries",
-    "sha256_file",
-]
+from typing import Any
 
 
 class FileFormatError(ValueError):
@@ -63,99 +44,47 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-# --- temporaries ----------------------------------------------------------------------------
-
 _TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?:\.old)?")
 
 
-def _temporary(path: Path, suffix: str = ".tmp") -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
-
-
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
-        return True
+        pass
     return True
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete temporaries of ``path`` (files or folders) whose writing process is gone.
-
-    A ``kill -9`` during a write leaves ``.<name>.<pid>.<random>.tmp`` behind; nothing else
-    ever removes it. Temporaries of live processes (a concurrent writer) are left alone.
-    Returns what was removed.
-    """
-    path = Path(path)
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in path.parent.iterdir():
-            match = _TMP.fullmatch(entry.name)
-            if not match or match["name"] != path.name or _alive(int(match["pid"])):
-                continue
+def _temporary(path: Path) -> Path:
+    """A fresh temporary beside ``path``, after removing those of processes that are gone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for entry in path.parent.iterdir():
+        match = _TMP.fullmatch(entry.name)
+        if match and match["name"] == path.name and not _alive(int(match["pid"])):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
+    """Make a rename in ``directory`` durable (where directories can be opened)."""
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# --- files ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_write(
-    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None
-) -> Iterator[IO[Any]]:
-    """Write ``path`` atomically: ``with atomic_write(p, "w", "utf-8") as f: f.write(...)``.
-
-    The file object is a temporary in the same folder; when the block ends without an
-    exception it is flushed, synced and renamed over ``path``. On an exception ``path`` is
-    left as it was and the temporary is removed.
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write opens files with mode 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, mode, encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Like :func:`atomic_write`, for writers that take a path (``torch.save``, safetensors)."""
+    """Yield a temporary path to write ``path`` through (for writers that take a path, such as
+    ``torch.save``); on success it replaces ``path``, on an exception ``path`` stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
     tmp = _temporary(path)
     try:
         yield tmp
@@ -169,96 +98,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; return ``path``."""
-    with atomic_write(path, "wb") as f:
-        f.write(data)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; return ``path``."""
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return Path(path)
-
-
-# --- directories ----------------------------------------------------------------------------
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ``renameat2``); False where the system cannot."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False  # old kernel, or a file system without the flag
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _restore_set_aside(target: Path) -> None:
-    """Put back a directory that a crash between two renames left as ``.<name>.*.tmp.old``."""
-    if target.exists():
-        return
-    aside = sorted(target.parent.glob(f".{target.name}.*.tmp.old"), key=os.path.getmtime)
-    if aside:
-        os.replace(aside[-1], target)
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` as a whole on success.
 
-    A reader of ``target`` sees the complete old directory or the complete new one. Raises
-    ``FileExistsError`` if ``target`` is a non-empty directory and ``overwrite`` is False.
+    Raises ``FileExistsError`` if ``target`` is a non-empty directory and ``overwrite`` is False.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _restore_set_aside(target)
+    aside = sorted(target.parent.glob(f".{target.name}.*.tmp.old"), key=os.path.getmtime)
+    if aside and not target.exists():  # a crash between the two renames below: undo it
+        os.replace(aside[-1], target)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists and is not empty (pass overwrite=True)")
-    remove_stale_temporaries(target)
     tmp = _temporary(target)
-    tmp.mkdir()  # unlike tempfile.mkdtemp, honours the umask (0o755 usually)
+    tmp.mkdir()
     try:
         yield tmp
-        if not target.exists():
+        if target.exists():
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(target, old)
             os.replace(tmp, target)
-        elif _exchange(tmp, target):
-            shutil.rmtree(tmp)  # now the old directory
+            shutil.rmtree(old)
         else:
-            aside = tmp.with_name(tmp.name + ".old")
-            os.replace(target, aside)  # a crash here is undone by the next atomic_dir
             os.replace(tmp, target)
-            shutil.rmtree(aside)
         _fsync_dir(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
-# --- locks ----------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the block.
-
-    Where ``fcntl`` is missing (Windows) or the lock file cannot be created, nothing is locked.
-    """
+    """Hold an exclusive ``flock`` on ``lock_path`` for the block (nothing where ``fcntl`` is
+    missing, as on Windows, or the lock file cannot be created)."""
     try:
         import fcntl
 
@@ -275,12 +158,9 @@ def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# --- reading what users hand us ---------------------------------------------------------------
-
-
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    """The UTF-8 text of ``path``, without a leading byte-order mark (as Windows editors write
-    it); :class:`FileFormatError` if it is not UTF-8."""
+    """The UTF-8 text of ``path``, without a leading byte-order mark; :class:`FileFormatError`
+    if it is not UTF-8."""
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -294,8 +174,7 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """The parsed JSON of ``path``; :class:`FileFormatError` if it is not UTF-8 JSON."""
-    text = read_text(path, what)
     try:
-        return json.loads(text)
+        return json.loads(read_text(path, what))
     except json.JSONDecodeError as err:
         raise FileFormatError(path, f"the {what} is not valid JSON: {err}") from None

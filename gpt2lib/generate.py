@@ -13,7 +13,6 @@ together when left-padded with an ``attention_mask`` (see :func:`generate_batch`
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -23,7 +22,6 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .model import check_attention_mask, check_token_ids, eval_mode
-from .static_decode import StaticDecoder, fits
 from .tokenizer import get_tokenizer
 
 
@@ -79,39 +77,10 @@ def next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None, model_dtype: torch.dtype
-) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` unless it is None or already the model's dtype."""
-    if dtype is None or dtype == model_dtype:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def _last_logits(
-    model: nn.Module,
-    idx: torch.Tensor,
-    mask: torch.Tensor | None,
-    cache: KVCache | None,
-    fed: int,
-) -> torch.Tensor:
-    """Logits (B, vocab) after the last token of ``idx``; its first ``fed`` columns were fed.
-
-    Without a cache: the last ``context_length`` tokens. With one: only the tokens after the
-    cached ones, unless they no longer fit, then the cache is refilled with that same window.
-    """
-    window = model.cfg.context_length
-    if cache is not None and cache.length + idx.shape[1] - fed <= cache.max_len:
-        idx, start = idx[:, fed:], fed - cache.length  # the new tokens; the mask covers the cache
-    else:
-        if cache is not None:
-            cache.reset()
-        idx, start = idx[:, -window:], max(idx.shape[1] - window, 0)
-    mask = None if mask is None else mask[:, start:]  # (B, cached + new)
-    return model(idx, cache=cache, attention_mask=mask, last_only=True)[:, -1]  # (B, vocab)
-
-
-def _check_arguments(
+def check_generate_arguments(
     model: nn.Module,
     idx: torch.Tensor,
     max_new_tokens: int,
@@ -139,55 +108,68 @@ def _check_arguments(
         check_attention_mask(attention_mask)
 
 
-LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def _logits_source(
-    model: nn.Module,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    dtype: torch.dtype | None,
-    use_cache: bool,
-    decoder: StaticDecoder | None,
-) -> LogitsFn:
+def last_logits_fn(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, use_cache: bool) -> LogitsFn:
     """``next_logits(idx, mask)``: the logits (B, vocab) after all of ``idx`` so far.
 
-    The default path feeds the model what it has not seen (with a :class:`KVCache`, or the
-    whole window without). With a ``decoder`` the static path (:mod:`gpt2lib.static_decode`)
-    prefills once, then runs its compiled one-token step, if the whole sequence fits in the
-    context (a longer one needs the sliding window of the default path).
+    With ``use_cache``, a :class:`KVCache` holds the keys and values of what the model has seen,
+    and only the new tokens are fed. Once the sequence outgrows the context, the cache is
+    refilled with the window of the last ``context_length`` tokens, which is what the uncached
+    path feeds at every step.
     """
-    if decoder is not None:
-        if not use_cache:
-            raise ValueError("a decoder needs use_cache=True (the compiled step keeps a cache)")
-        if decoder.model is not model:
-            raise ValueError("the decoder was made for another model: StaticDecoder(model)")
-    if decoder is not None and fits(model, idx.shape[1], max_new_tokens):
-        session = None
-
-        def static(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            nonlocal session
-            if session is None:
-                logits, session = decoder.start(idx, max_new_tokens, mask, dtype)
-                return logits
-            return session.step(idx[:, -1:])
-
-        return static
+    window = model.cfg.context_length
     cache = None
     if use_cache:
         B, T = idx.shape
-        max_len = min(model.cfg.context_length, T + max_new_tokens)
-        model_dtype = next(model.parameters()).dtype
-        cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype or model_dtype)
+        max_len = min(window, T + max_new_tokens)
+        dtype = next(model.parameters()).dtype
+        cache = KVCache.empty(model.cfg, B, max_len, idx.device, dtype)
     fed = 0  # columns of idx the model has seen (and the cache holds, if it still fits)
 
-    def default(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def next_logits(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         nonlocal fed
-        logits = _last_logits(model, idx, mask, cache, fed)
+        if cache is not None and cache.length + idx.shape[1] - fed <= cache.max_len:
+            new, start = idx[:, fed:], fed - cache.length  # the mask covers the cache too
+        else:
+            if cache is not None:
+                cache.reset()
+            new, start = idx[:, -window:], max(idx.shape[1] - window, 0)
+        mask = None if mask is None else mask[:, start:]  # (B, cached + new)
         fed = idx.shape[1]
-        return logits
+        return model.head(model.hidden(new, cache, mask)[:, -1])  # (B, vocab)
 
-    return default
+    return next_logits
+
+
+def decode(
+    next_logits: LogitsFn,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The decoding loop: pick a token from ``next_logits(idx, mask)``, append it, repeat.
+
+    With ``eos_id``, a row that produced it keeps producing it, and the loop stops once every
+    row has. Returns (B, T + n).
+    """
+    mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
+    done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        logits = next_logits(idx, mask)  # (B, vocab)
+        token = next_token(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
+        if eos_id is not None:
+            token = token.masked_fill(done, eos_id)
+            done |= token == eos_id
+        idx = torch.cat([idx, token], dim=1)  # (B, T + 1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+        if eos_id is not None and bool(done.all()):
+            break
+    return idx
 
 
 @torch.inference_mode()
@@ -203,42 +185,35 @@ def generate(
     *,
     use_cache: bool = True,
     attention_mask: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
-    decoder: StaticDecoder | None = None,
 ) -> torch.Tensor:
     """Extend the token IDs ``idx`` (B, T) by up to ``max_new_tokens``; returns (B, T + n).
 
     Greedy at ``temperature == 0``; otherwise sampling, optionally restricted by ``top_k`` and
     ``top_p``. The context is cropped to the model's ``context_length``. With ``eos_id``, a row
     that produced it keeps producing it, and decoding stops once every row has.
-
     ``use_cache``: keep keys and values in a :class:`~gpt2lib.kv_cache.KVCache` (same tokens,
     much faster). ``attention_mask`` (B, T): 1 for prompt tokens, 0 for left padding, so that
-    prompts of different lengths share a batch. ``dtype``: run under autocast to, e.g.,
-    ``torch.bfloat16`` (None: the model's own dtype, exact). ``decoder``: a
-    :class:`~gpt2lib.static_decode.StaticDecoder` of ``model`` decodes with its compiled static
-    step (CUDA graphs on a GPU); :func:`~gpt2lib.fast.optimize_for_inference` returns one in
-    its settings when it chose compilation. None (default): the eager path.
+    prompts of different lengths share a batch.
     """
-    _check_arguments(model, idx, max_new_tokens, temperature, attention_mask)
-    B = idx.shape[0]
-    model_dtype = next(model.parameters()).dtype
-    next_logits = _logits_source(model, idx, max_new_tokens, dtype, use_cache, decoder)
-    mask = None if attention_mask is None else attention_mask.to(idx.device, torch.long)
-    done = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
-    with eval_mode(model), _autocast(idx.device, dtype, model_dtype):
-        for _ in range(max_new_tokens):
-            logits = next_logits(idx, mask)  # (B, vocab)
-            token = next_token(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
-            if eos_id is not None:
-                token = token.masked_fill(done, eos_id)
-                done |= token == eos_id
-            idx = torch.cat([idx, token], dim=1)  # (B, T + 1)
-            if mask is not None:
-                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            if eos_id is not None and bool(done.all()):
-                break
-    return idx
+    check_generate_arguments(model, idx, max_new_tokens, temperature, attention_mask)
+    next_logits = last_logits_fn(model, idx, max_new_tokens, use_cache)
+    with eval_mode(model):
+        return decode(
+            next_logits, idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator,
+            attention_mask,
+        )  # fmt: skip
+
+
+def left_pad(
+    prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one left-padded batch: ``(idx, attention_mask)``, (B, T)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token-ID lists")
+    width = max(len(p) for p in prompts)
+    idx = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return idx, mask
 
 
 def generate_batch(
@@ -250,22 +225,17 @@ def generate_batch(
 ) -> list[list[int]]:
     """Decode prompts of different lengths together; return each prompt's new token IDs.
 
-    The prompts are left-padded to a common length with ``pad_id`` (default: ``eos_id`` if
+    The prompts are left-padded (:func:`left_pad`) with ``pad_id`` (default: ``eos_id`` if
     given, else 0; padding is masked out, so its value does not matter) and passed to
     :func:`generate` with an ``attention_mask``; ``kwargs`` go to :func:`generate`. With
     ``eos_id``, each row's tokens end with its first ``eos_id``. The result equals generating
     each prompt on its own.
     """
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty token-ID lists")
     eos_id = kwargs.get("eos_id")
     pad = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    idx = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    idx, mask = left_pad(prompts, pad, next(model.parameters()).device)  # type: ignore[arg-type]
     out = generate(model, idx, max_new_tokens, attention_mask=mask, **kwargs)  # type: ignore[arg-type]
-    rows = out[:, width:].tolist()
+    rows = out[:, idx.shape[1] :].tolist()
     if eos_id is not None:
         rows = [row[: row.index(eos_id) + 1] if eos_id in row else row for row in rows]
     return rows

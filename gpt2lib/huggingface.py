@@ -24,11 +24,16 @@ from .config import GPTConfig
 from .download import fetch
 from .files import atomic_dir, read_json
 from .model import GPTModel
-from .weights import GPT2_VOCAB_SIZE, _assign, _check_names, _check_shape, _is_conv1d
+from .weights import CONV1D_KEYS, GPT2_VOCAB_SIZE, check_names, check_shape
 
 HF_GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
 HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 _HF_MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
+
+
+def _is_conv1d(key: str) -> bool:
+    """Whether our key ``key`` is one of the weights Hugging Face's ``Conv1D`` stores [in, out]."""
+    return key.startswith("h.") and key.split(".", 2)[2] in CONV1D_KEYS
 
 
 def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, Any]) -> GPTModel:
@@ -50,20 +55,21 @@ def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, Any]) -> GPTMod
             renamed[key] = (hf_key, torch.as_tensor(value))
     lm_head = renamed.pop("lm_head.weight", None)
     expected = {k for k in model.state_dict() if k != "lm_head.weight"}
-    _check_names(set(renamed), expected, "state dict keys")
+    check_names(set(renamed), expected, "state dict keys")
     state, tensors = model.state_dict(), {}
     for key, (hf_key, value) in renamed.items():  # check every shape before copying anything
         shape = tuple(state[key].shape)
-        _check_shape(hf_key, key, value, shape[::-1] if _is_conv1d(key) else shape)
+        check_shape(hf_key, key, value, shape[::-1] if _is_conv1d(key) else shape)
         tensors[key] = value.T if _is_conv1d(key) else value  # Conv1D: [in, out] -> [out, in]
     if model.cfg.tie_embeddings:
         if lm_head is not None and not torch.equal(lm_head[1], tensors["wte.weight"]):
             raise ValueError("lm_head.weight differs from wte.weight but the model ties them")
     else:
         hf_key, value = lm_head if lm_head is not None else ("wte.weight", tensors["wte.weight"])
-        _check_shape(hf_key, "lm_head.weight", value, tuple(state["lm_head.weight"].shape))
+        check_shape(hf_key, "lm_head.weight", value, tuple(state["lm_head.weight"].shape))
         tensors["lm_head.weight"] = value
-    _assign(model, tensors)
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=False)  # every key checked above; a tied head once
     return model
 
 

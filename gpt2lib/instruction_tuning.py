@@ -1,40 +1,67 @@
-"""Instruction tuning end to end: chapter 6's recipe as one call.
+"""Instruction tuning: chapter 6's recipe, training run and answers to the test set.
 
-Chapter 6 builds it step by step: the book's split of the instruction data, loaders that pad
-and mask (:func:`~gpt2lib.data.instructions.collate`), full fine-tuning with
-:func:`gpt2lib.train.train`, greedy answers to the test instructions
-(:func:`~gpt2lib.instruct.generate_responses`), and the responses file the judge of chapter 7
-reads. :class:`Recipe` holds the settings (the book's, or the offline profile's for the mini
-model), :func:`instruction_tune` trains, and :func:`make_responses_file` runs all of it, so that
-chapter 7 can make chapter 6's file in a fresh runtime with the very same calls.
+After instruction fine-tuning (Raschka, *Build a Large Language Model (From Scratch)*, ch. 7;
+Ouyang et al., 2022; Taori et al., 2023) the model is asked each test instruction in the same
+Alpaca format it was trained on (:mod:`gpt2lib.data.instructions`), decodes greedily until it
+writes end-of-text, and the answer is cut out of what it wrote::
+
+    Below is an instruction ...            <- format_input(record): the prompt
+    ### Instruction:
+    Rewrite the sentence using a simile.
+    ...
+    ### Response:                          <- where the answer starts
+    The car is as fast as lightning.       <- extract_response keeps this
+    <|endoftext|>                          <- ... and stops here
+
+:class:`Recipe` holds a run's settings (the book's, or the mini model's: a chapter picks one in
+its settings cell), :func:`instruction_tune` trains every weight with
+:func:`gpt2lib.train.train` on batches padded and masked by
+:func:`~gpt2lib.data.instructions.collate`, :func:`generate_responses` answers, and
+:func:`write_responses` writes the file the judge of chapter 7 reads.
+:func:`make_responses_file` is chapter 6 in one call, so that chapter 7 can make that file in a
+fresh runtime with the very same calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data.instructions import InstructionDataset, collate, load_instructions, split_instructions
+from .data.instructions import (
+    RESPONSE_HEADER,
+    InstructionDataset,
+    collate,
+    format_input,
+    format_response,
+    load_instructions,
+    split_instructions,
+    validate_record,
+)
+from .files import atomic_write_text
+from .generate import generate_batch
 from .history import History
-from .instruct import generate_responses, write_responses
 from .loss import calc_loss_kept
-from .profile import LoopCaps, choose
-from .tokenizer import get_tokenizer
-from .train import TrainConfig, train
+from .tokenizer import ENDOFTEXT_ID, get_tokenizer
+from .train import LoopCaps, TrainConfig, train
 
+if TYPE_CHECKING:
+    import tiktoken
 
 @dataclass(frozen=True)
 class Recipe:
-    """The settings of an instruction-tuning run (the book's by default, see :meth:`for_profile`).
+    """The settings of an instruction-tuning run: the book's by default, :meth:`mini` for the mini model.
 
     ``train_records``: how many of the training records to use (None: all); the run is
     ``epochs`` passes over them, or ``max_steps`` steps if that comes first.
@@ -58,39 +85,37 @@ class Recipe:
     seed: int = 123
 
     @classmethod
-    def for_profile(cls) -> Recipe:
-        """The book's recipe (GPT-2 Medium, all 935 records, two epochs at 5e-5), or offline
-        the mini model's: all 935 records, eight epochs at 2e-3 after a short warm-up, the loss
-        on the answers only, answers of up to 64 tokens (the mini model has 7 M parameters and
-        a 256-token context)."""
-        return choose(
-            full=cls(),
-            offline=cls(
-                model="mini-shakespeare", epochs=8, lr=2e-3, warmup_steps=8, mask_prompt=True,
-                eval_every=116, eval_batches=2, max_new_tokens=64,
-            ),
+    def mini(cls) -> Recipe:
+        """The mini model's recipe for the book's data: all 935 records, eight epochs at 2e-3
+        after a short warm-up, the loss on the answers only, answers of up to 64 tokens (the
+        mini model has 7 M parameters and a 256-token context). ``Recipe()`` is the book's:
+        GPT-2 Medium, two epochs at 5e-5."""
+        return cls(
+            model="mini-shakespeare", epochs=8, lr=2e-3, warmup_steps=8, mask_prompt=True,
+            eval_every=116, eval_batches=2, max_new_tokens=64,
         )  # fmt: skip
 
     @classmethod
-    def for_tasks(cls) -> Recipe:
-        """The recipe for the procedural tasks of :mod:`gpt2lib.data.tasks` (chapter 6,
-        section 6): GPT-2 Medium at the book's rate for one epoch, or offline the mini model for
-        3,000 steps of 16 records (6.7 epochs), the loss on the answers only, at 3e-3 falling
-        to 3e-4 on a cosine, gradients clipped to norm 1; answers of up to 16 tokens (the
-        longest test answer has 8). With half the steps, runs that differed only in float
-        rounding each learned another subset of the copying kinds (0.37 to 0.83 exact match);
-        with 3,000, every kind but the two comparisons (0.88 to 0.94 in three runs). In between
-        it depends on the run: with AdamW's fused kernel, two seeds reached 0.71 and 0.82 at
-        2,000 steps; at 2,400, three seeds on one thread 0.83 to 0.84, and seed 123 on two
-        threads 0.79, with two copying kinds learned in part. Tuning only the body, with the
-        token embedding frozen, is faster per step but reached 0.24 at 3,000 steps."""
-        return choose(
-            full=cls(epochs=1, eval_every=100, max_new_tokens=16),
-            offline=cls(
-                model="mini-shakespeare", batch_size=16, epochs=7, max_steps=3000, lr=3e-3,
-                warmup_steps=10, schedule="cosine", min_lr=3e-4, grad_clip=1.0,
-                mask_prompt=True, eval_every=375, eval_batches=2, max_new_tokens=16,
-            ),
+    def tasks(cls) -> Recipe:
+        """The book's model on the procedural tasks of :mod:`gpt2lib.data.tasks` (chapter 6,
+        section 6): GPT-2 Medium at the book's rate for one epoch, answers of up to 16 tokens
+        (the longest test answer has 8)."""
+        return cls(epochs=1, eval_every=100, max_new_tokens=16)
+
+    @classmethod
+    def mini_tasks(cls) -> Recipe:
+        """The mini model on the procedural tasks: 3,000 steps of 16 records (6.7 epochs), the
+        loss on the answers only, at 3e-3 falling to 3e-4 on a cosine, gradients clipped to
+        norm 1. With half the steps, runs that differed only in float rounding each learned
+        another subset of the copying kinds (0.37 to 0.83 exact match); with 3,000, every kind
+        but the two comparisons (0.88 to 0.94 in three runs). In between it depends on the run:
+        with AdamW's fused kernel, two seeds reached 0.71 and 0.82 at 2,000 steps; at 2,400,
+        three seeds on one thread 0.83 to 0.84, and seed 123 on two threads 0.79. Tuning only
+        the body, with the token embedding frozen, is faster per step but reached 0.24."""
+        return cls(
+            model="mini-shakespeare", batch_size=16, epochs=7, max_steps=3000, lr=3e-3,
+            warmup_steps=10, schedule="cosine", min_lr=3e-4, grad_clip=1.0, mask_prompt=True,
+            eval_every=375, eval_batches=2, max_new_tokens=16,
         )  # fmt: skip
 
     def capped(self, caps: LoopCaps) -> Recipe:
@@ -170,13 +195,12 @@ def _pretrained(recipe: Recipe, device: torch.device | str | None) -> nn.Module:
 
 def make_responses_file(
     path: str | os.PathLike[str],
-    recipe: Recipe | None = None,
+    recipe: Recipe,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> Path:
     """Chapter 6 in one call: load the pretrained model, tune it on the book's training split,
     answer the test split, and write the responses file to ``path``; return ``path``."""
-    recipe = recipe or Recipe.for_profile()
     train_data, val_data, test_data = split_instructions(load_instructions())
     model = _pretrained(recipe, device)
     instruction_tune(model, train_data, val_data, recipe, progress)
@@ -188,7 +212,7 @@ def make_responses_file(
 
 def make_task_responses_file(
     path: str | os.PathLike[str],
-    recipe: Recipe | None = None,
+    recipe: Recipe,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> Path:
@@ -198,7 +222,6 @@ def make_task_responses_file(
     ``base_response`` (before) to ``path``; return ``path``."""
     from .data.tasks import make_splits
 
-    recipe = recipe or Recipe.for_tasks()
     train_data, val_data, test_data = make_splits()
     model = _pretrained(recipe, device)
 
@@ -211,3 +234,142 @@ def make_task_responses_file(
     instruction_tune(model, train_data, val_data, recipe, progress)
     after = [{**r, "model_response": a} for r, a in zip(test_data, answers(), strict=True)]
     return write_responses(after, before, path, key="base_response")
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+ENDOFTEXT = "<|endoftext|>"
+# a line that opens a section of the prompt format: "### Instruction:", "### Input:", ...
+_SECTION = re.compile(r"^###[ \t]*(?:Instruction|Input|Response)[ \t]*:", re.MULTILINE)
+
+
+def extract_response(text: str, prompt: str | None = None) -> str:
+    """The answer in ``text``, what a model wrote after ``### Response:``, tidied.
+
+    ``text`` is the whole decoded sequence (prompt and continuation) or the continuation
+    alone. In order: a leading ``prompt`` is removed; everything from the first
+    ``<|endoftext|>`` on is dropped; a ``### Response:`` header the model wrote itself is
+    skipped (when a prompt was removed it must come first; otherwise the first one anywhere
+    counts, as in a whole sequence); the answer ends where the model starts a new section of
+    the format (a line ``### Instruction:``, ``### Input:`` or ``### Response:``); surrounding
+    whitespace is stripped and Windows line ends become ``\\n``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
+    text = text.replace("\r\n", "\n")
+    prompt = None if prompt is None else prompt.replace("\r\n", "\n")
+    removed = prompt is not None and text.startswith(prompt)
+    if removed:
+        text = text[len(prompt) :]  # type: ignore[arg-type]
+    text = text.split(ENDOFTEXT, 1)[0]
+    if removed:
+        stripped = text.lstrip()
+        if stripped.startswith(RESPONSE_HEADER):
+            text = stripped[len(RESPONSE_HEADER) :]
+    else:
+        _, header, after = text.partition(RESPONSE_HEADER)
+        if header:
+            text = after
+    section = _SECTION.search(text)
+    if section is not None:
+        text = text[: section.start()]
+    return text.strip()
+
+
+def response_prompt(record: Mapping[str, Any], response_header: bool = True) -> str:
+    """The text the model continues: :func:`format_input`, then (by default) the
+    ``\\n\\n### Response:\\n`` header, exactly as it precedes the output in a training text."""
+    prompt = format_input(record)
+    return prompt + format_response({"output": ""}) if response_header else prompt
+
+
+class Responses(list[str]):
+    """The answers (a list of str), plus ``stopped[i]``: whether answer ``i`` ended because the
+    model wrote end-of-text, rather than at the token limit."""
+
+    def __init__(self, texts: Sequence[str], stopped: Sequence[bool]) -> None:
+        super().__init__(texts)
+        self.stopped = list(stopped)
+
+
+def generate_responses(
+    model: nn.Module,
+    records: Sequence[Mapping[str, Any]],
+    tokenizer: tiktoken.Encoding | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    *,
+    eos_id: int = ENDOFTEXT_ID,
+    response_header: bool = True,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> Responses:
+    """Greedy answers of ``model`` to ``records`` (instruction/input/output dicts), in order.
+
+    Each prompt is :func:`response_prompt` (with ``response_header=False``, only the
+    instruction part, as Raschka's ch. 7 does, and the model writes the header itself). Prompts
+    are decoded ``batch_size`` at a time with :func:`gpt2lib.generate.generate_batch` (left
+    padding, KV cache unless ``use_cache=False``), shortest first, until ``eos_id`` or
+    ``max_new_tokens``; each answer is :func:`extract_response` of the decoded text. Greedy
+    decoding makes the answers a function of the weights: batched equals one at a time.
+    ``progress`` shows a tqdm bar.
+    The result is a list of answers that also records which ended at end-of-text
+    (:class:`Responses`).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    tokenizer = tokenizer or get_tokenizer()
+    prompts = [
+        response_prompt(validate_record(r, i, "records"), response_header)
+        for i, r in enumerate(records)
+    ]
+    ids = [tokenizer.encode(p, disallowed_special=()) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # stable: ties keep file order
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="responses", unit="batch", file=sys.stderr)
+    responses: list[str] = [""] * len(ids)
+    stopped = [False] * len(ids)
+    for batch in batches:
+        new = generate_batch(
+            model,
+            [ids[i] for i in batch],
+            max_new_tokens,
+            eos_id=eos_id,
+            use_cache=use_cache,
+        )
+        for i, tokens in zip(batch, new, strict=True):
+            if tokens and tokens[-1] == eos_id:
+                tokens, stopped[i] = tokens[:-1], True
+            responses[i] = extract_response(prompts[i] + tokenizer.decode(tokens), prompts[i])
+    return Responses(responses, stopped)
+
+
+def write_responses(
+    records: Sequence[Mapping[str, Any]],
+    responses: Sequence[str],
+    path: str | os.PathLike[str],
+    key: str = "model_response",
+) -> Path:
+    """Write each record plus ``{key: response}`` as a JSON list to ``path``; return ``path``.
+
+    The layout of the book's ``instruction-data-with-response.json`` (indent 4, UTF-8, the
+    records' own fields first, in order). Atomic: written under a temporary name in the same
+    folder and renamed into place, so a reader never sees half a file.
+    """
+    if len(records) != len(responses):
+        raise ValueError(f"{len(records)} records but {len(responses)} responses")
+    out = []
+    for i, (record, response) in enumerate(zip(records, responses, strict=True)):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"record {i} is not a mapping: {type(record).__name__}")
+        if not isinstance(response, str):
+            raise TypeError(f"response {i} must be a str, got {type(response).__name__}")
+        out.append({**record, key: response})
+    return atomic_write_text(path, json.dumps(out, indent=4, ensure_ascii=False) + "\n")

@@ -52,7 +52,8 @@ def calc_loss_kept(
     model: nn.Module, batch: Any, device: torch.device | str, ignore_index: int = -100
 ) -> torch.Tensor:
     """:func:`calc_loss_batch`'s loss, with the output layer run only at the positions whose
-    target counts (``model(inputs, keep=...)``), not at padding or masked prompt tokens.
+    target counts (``model.head(model.hidden(inputs)[keep])``), not at padding or masked prompt
+    tokens. ``model`` is a :class:`~gpt2lib.model.GPTModel` (or a wrapper with those two methods).
 
     The output layer (C x 50,257) is most of the arithmetic of a small model, so when the loss
     counts a few positions in each row (the answers of instruction data with the prompt
@@ -61,7 +62,7 @@ def calc_loss_kept(
     inputs, targets = batch
     inputs, targets = inputs.to(device), targets.to(device)
     keep = targets != ignore_index  # (B, T)
-    logits = model(inputs, keep=keep)  # (N, vocab_size)
+    logits = model.head(model.hidden(inputs)[keep])  # (N, vocab_size)
     return F.cross_entropy(logits.float(), targets[keep])
 
 

@@ -8,10 +8,10 @@ loading weights is a table, not a puzzle (see :mod:`gpt2lib.weights`). Compare H
 The model uses PyTorch's fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``; the same
 functions written out by hand, for teaching, are in :mod:`gpt2lib.teaching`.
 
-``GPTModel.forward`` also takes a :class:`~gpt2lib.kv_cache.KVCache` (the new tokens continue
-the cached ones, so their positions start at the cached length) and an ``attention_mask`` for
-left-padded batches (Hugging Face's convention: 1 = real token, 0 = padding), which gives every
-row positions that start at 0 at its first real token and hides its padding from attention.
+``GPTModel.forward`` maps ids to logits; it also takes a :class:`~gpt2lib.kv_cache.KVCache`
+(the new tokens continue the cached ones) and an ``attention_mask`` for left-padded batches
+(Hugging Face's convention: 1 = real token, 0 = padding). ``hidden`` and ``head`` are its two
+halves, for callers that need the logits of a few positions only.
 """
 
 from __future__ import annotations
@@ -152,47 +152,36 @@ class GPTModel(nn.Module):
         idx: torch.Tensor,
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
-        last_only: bool = False,
-        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token IDs ``idx`` (B, T).
 
         ``cache``: the tokens follow the ``cache.length`` cached ones, whose keys and values are
         reused; this call's are added. ``attention_mask`` (B, cache.length + T): 1 for real tokens,
-        0 for (left) padding. ``last_only``: compute the logits of the last position only,
-        (B, 1, vocab_size), as generation needs. ``keep`` (B, T) bool: compute the logits of
-        those positions only, (N, vocab_size) in row-major order, as a loss that counts some
-        positions needs (:func:`gpt2lib.loss.calc_loss_kept`).
+        0 for (left) padding.
+        """
+        return self.head(self.hidden(idx, cache, attention_mask))  # (B, T, vocab_size)
+
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The last block's output (B, T, C): :meth:`forward` before its :meth:`head`.
+
+        For the logits of some positions only: ``model.head(model.hidden(idx)[:, -1:])`` for the
+        last (generation), ``model.head(model.hidden(idx)[keep])`` for those a loss counts.
         """
         B, T = idx.shape
-        if cache is not None and cache.batch_size != B:
-            raise ValueError(f"the KV cache holds {cache.batch_size} rows, idx has {B}")
         past = 0 if cache is None else cache.length
-        if past + T > self.cfg.context_length:
-            raise ValueError(
-                f"sequence of {past + T} tokens is longer than the model's context_length "
-                f"({self.cfg.context_length}); crop it, e.g. idx[:, -{self.cfg.context_length}:]"
-            )
-        if past == 0:  # checked when a sequence starts: no device sync per decoding step
-            check_token_ids(idx, self.cfg.vocab_size)
-            if attention_mask is not None:
-                check_attention_mask(attention_mask)
+        self._check_inputs(idx, past, cache, attention_mask)
         pos, mask = self._positions(B, T, past, attention_mask, idx.device)  # (T,)|(B, T)
         x = self.embed(idx, pos)  # (B, T, C)
         for block in self.h:
             x = block(x, mask, cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        if keep is not None:
-            if keep.shape != x.shape[:2] or keep.dtype != torch.bool:
-                raise ValueError(
-                    f"keep must be a bool tensor of shape {tuple(x.shape[:2])}, got "
-                    f"{keep.dtype} {tuple(keep.shape)}"
-                )
-            x = x[keep]  # (N, C)
-        return self.head(x)  # (B, T, vocab_size), or (N, vocab_size) with keep
+        return x
 
     def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The blocks' input: token plus position embedding, then dropout. ``idx`` (B, T) token
@@ -202,6 +191,23 @@ class GPTModel(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """The output step: final LayerNorm, then the output layer; (B, T, C) -> (B, T, out)."""
         return self.lm_head(self.ln_f(x))
+
+    def _check_inputs(
+        self, idx: torch.Tensor, past: int, cache: KVCache | None, mask: torch.Tensor | None
+    ) -> None:
+        """Raise ``ValueError`` naming what is wrong with :meth:`hidden`'s arguments."""
+        if cache is not None and cache.batch_size != idx.shape[0]:
+            raise ValueError(f"the KV cache holds {cache.batch_size} rows, idx has {idx.shape[0]}")
+        if past + idx.shape[1] > self.cfg.context_length:
+            raise ValueError(
+                f"sequence of {past + idx.shape[1]} tokens is longer than the model's "
+                f"context_length ({self.cfg.context_length}); crop it, e.g. "
+                f"idx[:, -{self.cfg.context_length}:]"
+            )
+        if past == 0:  # checked when a sequence starts: no device sync per decoding step
+            check_token_ids(idx, self.cfg.vocab_size)
+            if mask is not None:
+                check_attention_mask(mask)
 
     @staticmethod
     def _positions(

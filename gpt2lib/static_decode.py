@@ -24,8 +24,8 @@ default mode. The same idea is Hugging Face's ``StaticCache`` with ``torch.compi
 gpt-fast's decoding loop. In float32 the greedy tokens equal the default path's.
 
 A :class:`StaticDecoder` belongs to one model and holds its compiled code and cache tensors;
-whoever holds it passes it to :func:`gpt2lib.generate.generate` (``decoder=``). Nothing is
-registered anywhere: dropping the decoder goes back to the default path.
+``decoder.generate(idx, n)`` decodes through them with :func:`gpt2lib.generate.generate`'s
+arguments and loop (:func:`gpt2lib.generate.decode`). Nothing is registered anywhere.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .generate import check_generate_arguments, decode, generate
 from .kv_cache import KVCache
+from .model import eval_mode
 
 BUCKET = 256  # cache lengths are rounded up to a multiple of this (capped at the context)
 
@@ -93,7 +95,7 @@ def prefill(
     """Logits (B, vocab) after the prompts ``idx`` (B, T), whose keys and values fill the
     cache's first T slots (:meth:`GPTModel.forward` with a :class:`KVCache` on those tensors)."""
     cache = KVCache(keys, values)
-    return model(idx, cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]
+    return model.head(model.hidden(idx, cache, attention_mask)[:, -1])
 
 
 @dataclass
@@ -131,7 +133,7 @@ def _own_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 class StaticDecoder:
     """Compiled prefill and decode step of ``model``, for greedy or sampled generation (see the
-    module doc): ``generate(model, idx, n, decoder=StaticDecoder(model))``.
+    module doc): ``StaticDecoder(model).generate(idx, n)``.
 
     ``mode``: ``torch.compile``'s mode for the step (default: ``"reduce-overhead"`` on CUDA,
     which adds CUDA graphs; ``"default"`` elsewhere). ``backend``: ``torch.compile``'s backend
@@ -173,7 +175,6 @@ class StaticDecoder:
         idx: torch.Tensor,
         max_new_tokens: int,
         attention_mask: torch.Tensor | None = None,
-        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, Session]:
         """Prefill the prompts ``idx`` (B, T); return the logits (B, vocab) after them and the
         :class:`Session` that decodes the next tokens. Needs ``T + max_new_tokens`` to fit in
@@ -184,7 +185,7 @@ class StaticDecoder:
         if not fits(model, T, max_new_tokens):
             raise ValueError(f"{T} + {max_new_tokens} tokens do not fit the context ({ctx})")
         max_len = min(ctx, -(-(T + max_new_tokens) // BUCKET) * BUCKET)
-        dtype = dtype or next(model.parameters()).dtype
+        dtype = next(model.parameters()).dtype
         keys, values = self._cache(B, max_len, dtype)
         real = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else (
             attention_mask.to(idx.device).bool()
@@ -200,6 +201,43 @@ class StaticDecoder:
         token = torch.zeros(B, 1, dtype=torch.long, device=idx.device)
         return logits, Session(self, token, position, slot, key_mask, keys, values)
 
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:func:`gpt2lib.generate.generate` (same arguments) through the compiled prefill and
+        step; a sequence that outgrows the context takes ``generate``'s sliding window."""
+        model = self.model
+        if not fits(model, idx.shape[1], max_new_tokens):
+            return generate(
+                model, idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator,
+                attention_mask=attention_mask,
+            )  # fmt: skip
+        check_generate_arguments(model, idx, max_new_tokens, temperature, attention_mask)
+        session: Session | None = None
+
+        def next_logits(idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            nonlocal session
+            if session is None:
+                logits, session = self.start(idx, max_new_tokens, mask)
+                return logits
+            return session.step(idx[:, -1:])
+
+        with eval_mode(model):
+            return decode(
+                next_logits, idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator,
+                attention_mask,
+            )  # fmt: skip
 
 def fits(model: nn.Module, prompt_len: int, max_new_tokens: int) -> bool:
     """Whether the static path can decode ``max_new_tokens`` after ``prompt_len`` tokens: the

@@ -162,6 +162,32 @@ class TrainConfig:
         return min(candidates)  # type: ignore[type-var]
 
 
+@dataclass(frozen=True)
+class LoopCaps:
+    """Upper bounds on a chapter's loop counts; None: no bound. A chapter's settings cell holds
+    one (:data:`NO_CAPS`, or :data:`REHEARSAL_CAPS` when ``scripts/rehearse.py`` runs it) and
+    passes the capped counts on as arguments.
+
+    ``steps``: optimizer steps of a training run; ``batches``: batches of an evaluation pass;
+    ``new_tokens``: tokens of a generation. ``caps.limit(count, "batches")`` is ``count`` under
+    the bound (``None``, "all of them", becomes the bound itself).
+    """
+
+    steps: int | None = None
+    batches: int | None = None
+    new_tokens: int | None = None
+
+    def limit(self, count: int | None, what: Literal["steps", "batches", "new_tokens"]) -> int | None:
+        bound = getattr(self, what)
+        if bound is None:
+            return count
+        return bound if count is None else min(count, bound)
+
+
+NO_CAPS = LoopCaps()
+REHEARSAL_CAPS = LoopCaps(steps=2, batches=2, new_tokens=4)
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
     """Learning rate of optimizer step ``step`` (0-based) in a run of ``total_steps`` steps.
 

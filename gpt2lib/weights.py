@@ -153,7 +153,7 @@ def hparams_from_config(cfg: GPTConfig) -> dict[str, int]:
 # --- assigning tensors to a model ---------------------------------------------------------------
 
 
-def _check_shape(name: str, key: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+def check_shape(name: str, key: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``value`` has the ``expected`` shape and only finite numbers.
 
     ``expected`` is in the source's layout, so the message compares like with like.
@@ -179,7 +179,7 @@ def _assign(model: GPTModel, tensors: dict[str, torch.Tensor]) -> None:
             state[key].copy_(value)
 
 
-def _check_names(given: set[str], expected: set[str], source: str, hint: str = "") -> None:
+def check_names(given: set[str], expected: set[str], source: str, hint: str = "") -> None:
     missing, unexpected = sorted(expected - given), sorted(given - expected)
     if missing or unexpected:
         parts = []
@@ -208,12 +208,12 @@ def load_weights_into_gpt(model: GPTModel, params: Mapping[str, Any]) -> GPTMode
         )
     name_map = openai_name_map(model.cfg.n_layers)
     hint = f" (the model has {model.cfg.n_layers} layers)"
-    _check_names(set(params), set(name_map), "checkpoint variables", hint)
+    check_names(set(params), set(name_map), "checkpoint variables", hint)
     state, tensors = model.state_dict(), {}
     for name, key in name_map.items():  # check every shape before copying anything
         value = torch.as_tensor(np.asarray(params[name]), dtype=torch.float32)
         shape = tuple(state[key].shape)
-        _check_shape(name, key, value, (1, *shape[::-1]) if _is_conv1d(key) else shape)
+        check_shape(name, key, value, (1, *shape[::-1]) if _is_conv1d(key) else shape)
         tensors[key] = value[0].T if _is_conv1d(key) else value  # [1, in, out] -> [out, in]
     if not model.cfg.tie_embeddings:
         tensors["lm_head.weight"] = tensors["wte.weight"]
@@ -466,7 +466,7 @@ def _load_packaged(
     name: str, *, tie_embeddings: bool = True, **overrides: Any
 ) -> tuple[GPTModel, PretrainedInfo]:
     """A model of :data:`PACKAGED`, built as :func:`model_from_openai_checkpoint` builds one."""
-    from .pretrain import PRETRAINED_DIR, load_mini, read_manifest
+    from .mini import PRETRAINED_DIR, load_mini, read_manifest
 
     saved = load_mini(PRETRAINED_DIR / name)
     cfg = config_from_hparams(

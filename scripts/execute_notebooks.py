@@ -3,7 +3,7 @@
     python scripts/execute_notebooks.py                 # every notebook in book/
     python scripts/execute_notebooks.py book/01_attention.ipynb
 
-Sets up the same environment as the test suite (:func:`gpt2lib.testing.offline.offline_environment`: offline
+Sets up the same environment as the test suite (:func:`tools.offline.offline_environment`: offline
 profile, local mirror on 127.0.0.1, a fresh cache, no progress bars), runs each notebook in a
 kernel of this Python, and writes it back with its outputs and without timing metadata.
 """
@@ -11,13 +11,15 @@ kernel of this Python, and writes it back with its outputs and without timing me
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
-from gpt2lib.testing.offline import offline_environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tools/
+from tools.offline import offline_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,14 @@
 """Assemble the offline assets from their canonical URLs, each checked against the sha256 table.
 
 A machine with internet but without ``../shared/assets`` gets the same folder the tests read.
-The test suite does this itself on first use (:mod:`gpt2lib.testing.offline`); this script does
+The test suite does this itself on first use (:mod:`tools.offline`); this script does
 it on its own, and reports every asset::
 
     python scripts/fetch_assets.py --out build/assets
-    export GPT2LIB_ASSETS=$PWD/build/assets   # gpt2lib.testing.offline reads <GPT2LIB_ASSETS>/mirror
+    export GPT2LIB_ASSETS=$PWD/build/assets   # tools.offline reads <GPT2LIB_ASSETS>/mirror
 
-The table is ``gpt2lib/testing/assets.json``; the fetching is
-:func:`gpt2lib.testing.assets.fetch_asset` (through :func:`gpt2lib.download.download`, so
+The table is ``tools/assets.json``; the fetching is
+:func:`tools.assets.fetch_asset` (through :func:`gpt2lib.download.download`, so
 ``GPT2LIB_MIRROR`` applies too). Exits non-zero, naming the URL, if anything fails.
 """
 
@@ -21,7 +21,9 @@ from pathlib import Path
 
 from gpt2lib.download import DownloadError
 from gpt2lib.files import FileFormatError
-from gpt2lib.testing.assets import TABLE, assets_table, fetch_asset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tools/
+from tools.assets import TABLE, assets_table, fetch_asset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ that a full-profile path can no longer break unseen::
 
     python scripts/rehearse.py --out build/rehearsal
 
-- Weights: a rehearsal mirror (:func:`gpt2lib.testing.mirror.build_rehearsal_mirror`) serves
+- Weights: a rehearsal mirror (:func:`tools.mirror.build_rehearsal_mirror`) serves
   seeded random stand-ins at OpenAI's 124M and 355M paths and at the Hugging Face hub's. It is
   the only place a stand-in sits under OpenAI's names; every model it serves describes itself
   as "rehearsal: random weights", and so does every line this script prints.
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     args = parser.parse_args(argv)
 
-    from gpt2lib.testing.mirror import build_rehearsal_mirror, serve
-    from gpt2lib.testing.offline import shared_assets
+    from tools.mirror import build_rehearsal_mirror, serve
+    from tools.offline import shared_assets
 
     print(f"{LABEL}: building the mirror (stand-ins at OpenAI's 124M and 355M paths)", flush=True)
     build_rehearsal_mirror(args.mirror, shared_assets() / "mirror")

@@ -1,30 +1,34 @@
 """How well does instruction tuning teach the mini model the procedural tasks?
 
-    python scripts/tune_procedural.py                      # chapter 6's recipe, Recipe.for_tasks()
+    python scripts/tune_procedural.py                      # chapter 6's recipe, Recipe.mini_tasks()
     python scripts/tune_procedural.py --steps 1500 --seed 7 --threads 1
 
 Loads ``mini-shakespeare``, answers the test split of ``gpt2lib.data.tasks.make_splits()``
 greedily, tunes every weight on the training split with ``instruction_tune`` (the library code
-chapter 6 uses for the book's data) with the offline ``Recipe.for_tasks()`` and the changes
+chapter 6 uses for the book's data) with the offline ``Recipe.mini_tasks()`` and the changes
 given, answers again, and prints exact match per kind, before and after, with the wall time of
-the tuning. Offline world: ``gpt2lib.testing.offline``. The result depends on the number of
+the tuning. Offline world: ``tools.offline``. The result depends on the number of
 steps and, with too few, on the last bits of the arithmetic and on the seed (the order of the
-batches); the docstring of ``Recipe.for_tasks`` gives the runs measured so far.
+batches); the docstring of ``Recipe.mini_tasks`` gives the runs measured so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from gpt2lib.data.tasks import exact_match_by_kind, make_splits
-from gpt2lib.instruct import generate_responses
+from gpt2lib.instruction_tuning import generate_responses
 from gpt2lib.instruction_tuning import Recipe, instruction_tune
-from gpt2lib.testing.offline import offline_environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tools/
 from gpt2lib.weights import load_pretrained
+from tools.offline import offline_environment
 
 
 def main() -> None:
@@ -46,7 +50,7 @@ def main() -> None:
         "batch_size": args.batch_size, "weight_decay": args.weight_decay, "seed": args.seed,
     }  # fmt: skip
     recipe = dataclasses.replace(
-        Recipe.for_tasks(), **{k: v for k, v in changes.items() if v is not None}
+        Recipe.mini_tasks(), **{k: v for k, v in changes.items() if v is not None}
     )
     if args.whole_text:
         recipe = dataclasses.replace(recipe, mask_prompt=False)

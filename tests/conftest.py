@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2lib.testing.mirror import serve
-from gpt2lib.testing.offline import shared_assets
+from tools.mirror import serve
+from tools.offline import shared_assets
 
 SHARED = shared_assets()
 

@@ -40,8 +40,6 @@ class FaultServer:
     plans: dict[str, list[str]] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     log: list[tuple[str, str | None]] = field(default_factory=list)
-    etags: dict[str, str] = field(default_factory=dict)  # served as ETag; If-Range honoured
-    if_ranges: list[str | None] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,11 +82,6 @@ def _make_handler(server: FaultServer) -> type[http.server.BaseHTTPRequestHandle
                 return
             if action == "slow":
                 time.sleep(0.3)
-            server.if_ranges.append(self.headers.get("If-Range"))
-            etag = server.etags.get(self.path)
-            if_range = self.headers.get("If-Range")
-            if rng and etag and if_range is not None and if_range != etag:
-                rng = None  # the file changed since: RFC 9110 says send all of it
             start = 0
             if rng and action != "ignore_range":
                 start = int(rng.removeprefix("bytes=").split("-")[0])
@@ -104,8 +97,6 @@ def _make_handler(server: FaultServer) -> type[http.server.BaseHTTPRequestHandle
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            if etag:
-                self.send_header("ETag", etag)
             if action == "odd_length":
                 self.send_header("Content-Length", "\u00b2")  # "²".isdigit() is True
             elif action not in ("no_length", "no_length_drop"):
@@ -430,61 +421,50 @@ def test_truncated_cached_file_is_fetched_again(server: FaultServer) -> None:
     assert len(server.requests("/cached.bin")) == 3
 
 
-def test_body_without_length_that_closes_early_is_completed(
+def test_body_without_length_is_refused_unless_it_can_be_checked(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    """Probe: a body without Content-Length that closed early was installed as complete."""
-    url = server.add("/nolen.bin", DATA, "no_length_drop", default="no_length")
-    dest = download(url, tmp_path / "nolen.bin")
-    assert dest.read_bytes() == DATA
-    # the 200 stated no length: asked for what follows, and the 206's Content-Range gave the total
-    assert server.requests("/nolen.bin") == [None, "bytes=10240-"]
-
-
-def test_complete_body_without_length_is_confirmed_by_416(
-    server: FaultServer, tmp_path: Path
-) -> None:
-    url = server.add("/whole.bin", DATA, default="no_length")
-    assert download(url, tmp_path / "whole.bin").read_bytes() == DATA
-    assert server.requests("/whole.bin") == [None, "bytes=20480-"]
-
-
-def test_body_without_length_from_a_server_without_ranges_is_refused(
-    server: FaultServer, tmp_path: Path
-) -> None:
-    url = server.add("/opaque.bin", DATA, "no_length_drop", default="ignore_range")
+    """A body without Content-Length that closed early must not be installed as complete."""
+    url = server.add("/nolen.bin", DATA, default="no_length")
+    dest = tmp_path / "nolen.bin"
     with pytest.raises(DownloadError, match="cannot be checked for completeness; pass size="):
-        download(url, tmp_path / "opaque.bin", retries=0)
-    assert not (tmp_path / "opaque.bin").exists()
+        download(url, dest)
+    assert _leftovers(dest) == []
+    assert download(url, dest, sha256=SHA).read_bytes() == DATA  # the hash checks it
+    assert server.requests("/nolen.bin") == [None, None]
 
 
-def test_resume_after_the_file_changed_restarts_instead_of_splicing(
+def test_without_a_hash_a_changed_file_is_fetched_whole_not_spliced(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    """Probe: the Range request carried no If-Range; a changed file was spliced from two."""
+    """Without a sha256 nothing could catch a splice of two versions, so nothing is resumed."""
     url = server.add("/moving.bin", DATA, "drop")
-    server.etags["/moving.bin"] = '"v1"'
     dest = tmp_path / "moving.bin"
     with pytest.raises(DownloadError, match="giving up after 1 attempt"):
         download(url, dest, retries=0)
     new = DATA[::-1]
-    server.files["/moving.bin"], server.etags["/moving.bin"] = new, '"v2"'
+    server.files["/moving.bin"] = new
     assert download(url, dest).read_bytes() == new  # not DATA's head + new's tail
-    assert server.requests("/moving.bin") == [None, "bytes=10240-"]
-    assert server.if_ranges == [None, '"v1"']
+    assert server.requests("/moving.bin") == [None, None]
 
 
-def test_resume_with_unchanged_etag_continues(server: FaultServer, tmp_path: Path) -> None:
-    url = server.add("/steady.bin", DATA, "drop")
-    server.etags["/steady.bin"] = '"same"'
-    assert download(url, tmp_path / "steady.bin").read_bytes() == DATA
-    assert server.if_ranges == [None, '"same"']
+def test_a_resumed_file_that_fails_its_hash_is_fetched_again_from_zero(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add("/changed.bin", DATA, "drop")
+    dest = tmp_path / "changed.bin"
+    new = DATA[::-1]
+    with pytest.raises(DownloadError, match="giving up after 1 attempt"):
+        download(url, dest, sha256=hashlib.sha256(new).hexdigest(), retries=0)
+    server.files["/changed.bin"] = new  # the server's file changed between the two calls
+    assert download(url, dest, sha256=hashlib.sha256(new).hexdigest()).read_bytes() == new
+    assert server.requests("/changed.bin") == [None, "bytes=10240-", None]
 
 
 def test_non_numeric_content_length_is_not_a_crash(server: FaultServer, tmp_path: Path) -> None:
     """Probe: a Content-Length of "²" gave a bare ValueError."""
     url = server.add("/odd.bin", DATA, default="odd_length")
-    assert download(url, tmp_path / "odd.bin").read_bytes() == DATA
+    assert download(url, tmp_path / "odd.bin", sha256=SHA).read_bytes() == DATA
 
 
 def _closed_port() -> int:

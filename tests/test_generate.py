@@ -130,7 +130,7 @@ def test_generate_restores_training_mode_when_it_raises(model, monkeypatch):
         def broken(*args, **kwargs):
             raise RuntimeError("out of memory")
 
-        monkeypatch.setattr(model, "forward", broken)
+        monkeypatch.setattr(model, "hidden", broken)
         with pytest.raises(RuntimeError, match="out of memory"):
             generate(model, torch.tensor([[1, 2]]), 3)
         assert model.training

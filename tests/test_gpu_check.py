@@ -40,7 +40,7 @@ def test_a_failing_cell_is_named(tmp_path: Path) -> None:
 
 
 def test_chapter_1_runs_as_plain_python(tmp_path: Path) -> None:
-    """A real chapter through the fallback (the offline world comes from gpt2lib.testing.offline, via conftest.py)."""
+    """A real chapter through the fallback (the offline world comes from tools.offline, via conftest.py)."""
     (tmp_path / "book").mkdir()
     chapter = Path(shutil.copy(REPO / "book" / "01_attention.ipynb", tmp_path / "book"))
     run_cells_as_python(chapter)
@@ -65,7 +65,7 @@ def test_cuda_devices_are_left_visible_unless_cpu_is_asked_for(monkeypatch) -> N
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(check, "_device_name", lambda device: (device, "x"))
     monkeypatch.setattr(check, "table", lambda *a: "")
-    monkeypatch.setattr("gpt2lib.testing.offline.offline_environment", lambda: {})
+    monkeypatch.setattr("tools.offline.offline_environment", lambda: {})
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     seen = {}
 

@@ -6,7 +6,7 @@ import torch
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.instructions import InstructionDataset, format_input
 from gpt2lib.generate import generate
-from gpt2lib.instruct import (
+from gpt2lib.instruction_tuning import (
     extract_response,
     generate_responses,
     response_prompt,

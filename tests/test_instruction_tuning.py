@@ -9,9 +9,9 @@ import torch
 
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.instructions import load_instructions, split_instructions
-from gpt2lib.instruct import generate_responses
 from gpt2lib.instruction_tuning import (
     Recipe,
+    generate_responses,
     instruction_loaders,
     instruction_tune,
     make_responses_file,
@@ -20,23 +20,19 @@ from gpt2lib.instruction_tuning import (
 from gpt2lib.loss import calc_loss_loader
 
 
-def test_recipes_of_the_two_profiles(monkeypatch):
-    monkeypatch.setenv("GPT2LIB_PROFILE", "full")
-    book = Recipe.for_profile()
+def test_recipes_of_the_two_profiles():
+    book = Recipe()
     assert (book.model, book.train_records, book.epochs, book.lr) == ("355M", None, 2, 5e-5)
     cfg = book.train_config()
     assert cfg.schedule == "constant" and cfg.grad_clip is None and cfg.weight_decay == 0.1
-    monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
-    mini = Recipe.for_profile()
+    mini = Recipe.mini()
     assert (mini.model, mini.epochs, mini.mask_prompt) == ("mini-shakespeare", 8, True)
 
 
-def test_task_recipes_of_the_two_profiles(monkeypatch):
-    monkeypatch.setenv("GPT2LIB_PROFILE", "full")
-    book = Recipe.for_tasks()
+def test_task_recipes_of_the_two_profiles():
+    book = Recipe.tasks()
     assert (book.model, book.epochs, book.lr, book.max_new_tokens) == ("355M", 1, 5e-5, 16)
-    monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
-    mini = Recipe.for_tasks()
+    mini = Recipe.mini_tasks()
     assert (mini.model, mini.max_steps, mini.batch_size, mini.lr) == ("mini-shakespeare", 3000, 16, 3e-3)
     assert mini.epochs * (800 * 9 // mini.batch_size) >= mini.max_steps  # the steps, not the epochs, end it
     cfg = mini.train_config()
@@ -57,7 +53,7 @@ def test_instruction_tune_lowers_the_validation_loss():
 
 def test_make_responses_file_is_chapter_6_in_one_call(tmp_path):
     recipe = dataclasses.replace(
-        Recipe.for_profile(), train_records=16, epochs=1, max_new_tokens=3, eval_every=100
+        Recipe.mini(), train_records=16, epochs=1, max_new_tokens=3, eval_every=100
     )
     path = make_responses_file(tmp_path / "responses.json", recipe, device="cpu", progress=False)
     saved = json.loads(path.read_text())
@@ -70,7 +66,7 @@ def test_make_task_responses_file_answers_before_and_after(tmp_path):
     from gpt2lib.data.tasks import make_splits
 
     recipe = dataclasses.replace(
-        Recipe.for_tasks(), max_steps=2, max_new_tokens=3, eval_every=100, eval_batches=1
+        Recipe.mini_tasks(), max_steps=2, max_new_tokens=3, eval_every=100, eval_batches=1
     )
     path = make_task_responses_file(tmp_path / "tasks.json", recipe, device="cpu", progress=False)
     saved = json.loads(path.read_text())

@@ -63,13 +63,18 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
-def test_the_core_never_imports_test_tooling() -> None:
-    offenders = {
-        name: sorted(i for i in imports if i.startswith("gpt2lib.testing"))
-        for name, imports in graph().items()
-        if not name.startswith("gpt2lib.testing")
-    }
-    assert {k: v for k, v in offenders.items() if v} == {}
+def test_the_library_never_imports_tooling() -> None:
+    """Nothing under gpt2lib/ imports tools/, tests/, scripts/ or benchmarks/."""
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            )  # fmt: skip
+            bad = [n for n in names if n.split(".")[0] in ("tools", "tests", "scripts", "benchmarks")]
+            if bad:
+                offenders[module_name(path)] = bad
+    assert offenders == {}
 
 
 def test_functions_are_short_or_say_why() -> None:
@@ -101,15 +106,38 @@ def test_one_job_per_module() -> None:
     assert crowded == {}
 
 
-def test_only_the_settings_read_the_rehearsal_switch() -> None:
-    """The rehearsal caps loop counts in the chapters' settings cells, never inside the library."""
-    readers = sorted(
-        module_name(path)
-        for path in PACKAGE.rglob("*.py")
-        if ("GPT2LIB_REHEARSAL" in path.read_text() or "loop_caps" in path.read_text()
-            or "REHEARSAL_CAPS" in path.read_text())
-    )  # fmt: skip
-    assert [m for m in readers if m != "gpt2lib.profile" and not m.startswith("gpt2lib.testing")] == []
+# what the library may read from the environment: locations, and other tools' own conventions
+ALLOWED_ENV = {
+    "GPT2LIB_HOME", "GPT2LIB_MIRROR", "OLLAMA_HOST", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR",
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS",
+}  # fmt: skip
+
+
+def environment_reads(path: Path) -> set[str]:
+    """The names ``path`` reads with ``os.environ[...]``, ``os.environ.get(...)``,
+    ``os.environ.setdefault(...)`` or ``os.getenv(...)``; ``"?"`` for a name not spelled out."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            key = node.slice
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+            "os.environ.get", "os.environ.setdefault", "os.getenv", "os.environ.pop",
+        ):  # fmt: skip
+            key = node.args[0] if node.args else None
+        elif isinstance(node, ast.Attribute) and ast.unparse(node) == "os.environ":
+            continue
+        else:
+            continue
+        found.add(key.value if isinstance(key, ast.Constant) else "?")
+    return found
+
+
+def test_no_library_function_reads_a_setting_from_the_environment() -> None:
+    """Profiles, loop caps and recipes come from the chapters' settings cells as arguments."""
+    read = {module_name(p): environment_reads(p) for p in sorted(PACKAGE.rglob("*.py"))}
+    assert {m: sorted(names - ALLOWED_ENV) for m, names in read.items() if names - ALLOWED_ENV} == {}
+    assert read["gpt2lib.download"] == {"GPT2LIB_HOME", "GPT2LIB_MIRROR"}  # the test sees reads
 
 
 def test_no_module_level_registry_decides_a_code_path() -> None:

@@ -1,4 +1,4 @@
-"""Tests for gpt2lib.testing.mirror: building a mirror with a stand-in checkpoint and serving it over HTTP."""
+"""Tests for tools.mirror: building a mirror with a stand-in checkpoint and serving it over HTTP."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ import torch
 
 from gpt2lib.config import GPTConfig
 from gpt2lib.files import FileFormatError
-from gpt2lib.testing import mirror
-from gpt2lib.testing.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
-from gpt2lib.testing.offline import shared_assets
 from gpt2lib.weights import (
     GPT2_FILES,
     download_gpt2,
     load_pretrained,
     model_from_openai_checkpoint,
 )
+from tools import mirror
+from tools.mirror import MODELS_PATH, build_mirror, random_gpt2, register_model, serve
+from tools.offline import shared_assets
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = shared_assets() / "mirror"
@@ -195,7 +195,7 @@ def test_command_line(tmp_path, capsys):
         mirror.main(["build", str(tmp_path / "out"), "--models", "nope"])
     assert exit_info.value.code == 2 and "unknown model" in capsys.readouterr().err
 
-    serve_cmd = [sys.executable, "-m", "gpt2lib.testing.mirror", "serve", tmp_path / "out", "--port", "0"]
+    serve_cmd = [sys.executable, "-m", "tools.mirror", "serve", tmp_path / "out", "--port", "0"]
     with subprocess.Popen(serve_cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
         try:
             url = proc.stdout.readline().strip()

@@ -1,4 +1,4 @@
-"""gpt2lib.testing.offline and .assets: where the offline assets come from, and a fresh clone
+"""tools.offline and .assets: where the offline assets come from, and a fresh clone
 (no ../shared beside it) that fetches them from their canonical URLs, sha256-checked."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpt2lib.files import FileFormatError
-from gpt2lib.testing import offline
-from gpt2lib.testing.assets import COMPLETE, assets_table, fetch_assets
+from tools import offline
+from tools.assets import COMPLETE, assets_table, fetch_assets
 
 SHARED = offline.shared_assets()
 

@@ -1,7 +1,9 @@
-"""gpt2lib.pretrain: the committed mini GPT-2, its manifest, and saving/loading it."""
+"""gpt2lib.mini and tools.pretrain: the committed mini GPT-2, its manifest, saving/loading it,
+and the pretraining command that made it."""
 
 import json
 import math
+import shlex
 import shutil
 from dataclasses import replace
 
@@ -12,18 +14,9 @@ from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.data.text import TEXTS
 from gpt2lib.files import FileFormatError
 from gpt2lib.loss import lm_loss
-from gpt2lib.pretrain import (
-    MINI_CONFIG,
-    MINI_NAME,
-    PRETRAINED_DIR,
-    PretrainSettings,
-    _downsample,
-    load_mini,
-    parse_args,
-    read_manifest,
-    save_mini,
-)
+from gpt2lib.mini import MINI_CONFIG, MINI_NAME, PRETRAINED_DIR, load_mini, read_manifest, save_mini
 from gpt2lib.saving import load_model_config
+from tools.pretrain import PretrainSettings, _downsample, parse_args
 
 MINI_DIR = PRETRAINED_DIR / MINI_NAME
 # GPT-2 token IDs of "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
@@ -48,7 +41,10 @@ def test_committed_model_is_a_saved_model_with_its_manifest(manifest):
     assert sorted(p.name for p in MINI_DIR.iterdir()) == ["config.json", "model.safetensors"]
     assert (MINI_DIR / "model.safetensors").stat().st_size <= 16 * 2**20  # float16
     assert manifest["corpus"]["sha256"] == TEXTS["tiny-shakespeare"].sha256
+    # recorded when the command lived in the package; tools.pretrain takes the same flags
     assert manifest["command"].startswith("python -m gpt2lib.pretrain ")
+    flags = shlex.split(manifest["command"])[3:]
+    assert shlex.split(parse_args(flags).command())[3:] == flags
 
 
 def test_manifest_records_a_model_that_learned(manifest):
@@ -126,7 +122,7 @@ def test_downsampling_keeps_ends():
 
 def test_pretrain_runs_end_to_end(tmp_path):
     """Two optimizer steps through the whole path: data, train, save, reload, evaluate, sample."""
-    from gpt2lib.pretrain import pretrain
+    from tools.pretrain import pretrain
 
     settings = PretrainSettings(
         out=str(tmp_path / "mini"), max_steps=2, batch_size=2, eval_every=1, eval_batches=1,

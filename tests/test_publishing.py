@@ -11,7 +11,7 @@ from pathlib import Path
 import tomllib
 import yaml
 
-from gpt2lib.testing.offline import shared_assets
+from tools.offline import shared_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

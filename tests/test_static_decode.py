@@ -9,7 +9,7 @@ from torch._dynamo.testing import CompileCounter
 
 from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.fast import Setting, choose, optimize_for_inference, transpose_weight_storage
-from gpt2lib.generate import generate, generate_batch
+from gpt2lib.generate import generate, generate_batch, left_pad
 from gpt2lib.static_decode import BUCKET, StaticDecoder, fits
 
 CFG = GPTConfig.tiny(tie_embeddings=True, context_length=2 * BUCKET)
@@ -30,14 +30,14 @@ def prompt(batch: int, length: int, seed: int) -> torch.Tensor:
 def test_decode_step_compiles_once_per_batch_size_and_cache_length(model):
     counter = CompileCounter()  # counts the graphs handed to the backend
     decoder = StaticDecoder(model, backend=counter)
-    first = generate(model, prompt(1, 7, 1), 64, decoder=decoder)  # prefill + 63 decode steps
+    first = decoder.generate(prompt(1, 7, 1), 64)  # prefill + 63 decode steps
     assert first.shape == (1, 71)
     assert counter.frame_count == 2  # the prefill and the decode step, once each
-    generate(model, prompt(1, 12, 2), 64, decoder=decoder)  # another length, the same bucket
+    decoder.generate(prompt(1, 12, 2), 64)  # another length, the same bucket
     assert counter.frame_count == 2
-    generate(model, prompt(3, 5, 3), 10, decoder=decoder)  # batch 3: both compile once more
+    decoder.generate(prompt(3, 5, 3), 10)  # batch 3: both compile once more
     assert counter.frame_count == 4
-    generate(model, prompt(3, 9, 4), 20, decoder=decoder)
+    decoder.generate(prompt(3, 9, 4), 20)
     assert counter.frame_count == 4
     generate(model, prompt(1, 7, 1), 64)  # without the decoder: the default path, nothing compiled
     assert counter.frame_count == 4
@@ -47,9 +47,10 @@ def test_compiled_greedy_tokens_equal_the_default_path(model):
     idx = prompt(1, 9, 4)
     expected = generate(model, idx, 40)
     decoder = StaticDecoder(model)  # inductor, float32
-    assert torch.equal(generate(model, idx, 40, decoder=decoder), expected)
+    assert torch.equal(decoder.generate(idx, 40), expected)
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]  # left-padded together
-    compiled = generate_batch(model, prompts, 12, decoder=decoder)
+    padded, mask = left_pad(prompts, 0)
+    compiled = decoder.generate(padded, 12, attention_mask=mask)[:, padded.shape[1] :].tolist()
     assert compiled == generate_batch(model, prompts, 12)
 
 
@@ -58,14 +59,9 @@ def test_static_path_falls_back_where_the_sequence_outgrows_the_context(model):
     idx = prompt(1, CFG.context_length - 4, 5)
     counter = CompileCounter()
     decoder = StaticDecoder(model, backend=counter)
-    out = generate(model, idx, 10, decoder=decoder)  # past the context: the sliding window
+    out = decoder.generate(idx, 10)  # past the context: the sliding window
     assert counter.frame_count == 0
     assert torch.equal(out, generate(model, idx, 10))
-    with pytest.raises(ValueError, match="use_cache"):
-        generate(model, idx, 2, decoder=decoder, use_cache=False)
-    other = GPTModel(CFG).eval()
-    with pytest.raises(ValueError, match="another model"):
-        generate(other, idx[:, :5], 2, decoder=decoder)
 
 
 def test_decoder_refuses_a_sequence_that_does_not_fit(model):
@@ -100,7 +96,6 @@ def test_optimize_for_inference_measures_and_records_its_choice(model, monkeypat
     monkeypatch.undo()
     settings = optimize_for_inference(model, dtype=None, compile=True)  # fixed: nothing measured
     assert settings.measured == {} and settings.decoder is not None
-    assert settings.generate_kwargs() == {"decoder": settings.decoder}
     assert settings.decoder.model is model
 
 
@@ -157,8 +152,8 @@ def test_a_compiled_step_measured_on_the_model_is_kept_not_compiled_again(model,
     assert len(made) == 1 and settings.decoder is made[0]
 
 
-def test_generate_takes_the_compiled_path_only_when_handed_the_decoder(model, monkeypatch):
-    """What optimize_for_inference chose changes generate() only through the decoder passed."""
+def test_generate_takes_the_compiled_path_only_through_the_settings(model, monkeypatch):
+    """What optimize_for_inference chose changes nothing of generate(): settings.generate uses it."""
     settings = optimize_for_inference(model, dtype=None, compile=True)
 
     def refuse(*args, **kwargs):
@@ -168,4 +163,4 @@ def test_generate_takes_the_compiled_path_only_when_handed_the_decoder(model, mo
     idx = prompt(1, 5, 9)
     assert generate(model, idx, 4).shape == (1, 9)  # the eager default, as its arguments say
     with pytest.raises(AssertionError, match="without being asked"):
-        generate(model, idx, 4, **settings.generate_kwargs())
+        settings.generate(idx, 4)

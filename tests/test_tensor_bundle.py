@@ -10,8 +10,8 @@ import pytest
 
 from gpt2lib import tensor_bundle as tb
 from gpt2lib.files import FileFormatError
-from gpt2lib.testing.offline import shared_assets
 from gpt2lib.weights import download_gpt2, load_openai_checkpoint, openai_shapes
+from tools.offline import shared_assets
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = shared_assets()
@@ -41,8 +41,8 @@ def test_same_tensors_as_tensorflow(name: str, tmp_path: Path) -> None:
     (the mirror's stand-in, and the mini model written here, as chapter 4 writes it)."""
     pytest.importorskip("tensorflow")
     if name == "mini-shakespeare":
-        from gpt2lib.pretrain import load_mini
-        from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
+        from gpt2lib.mini import load_mini
+        from tools.tf_checkpoint import write_openai_checkpoint
 
         ckpt = write_openai_checkpoint(load_mini(), tmp_path / name)
     else:

@@ -20,8 +20,6 @@ import torch
 
 from gpt2lib.config import GPTConfig
 from gpt2lib.model import GPTModel
-from gpt2lib.testing.offline import shared_assets
-from gpt2lib.testing.tf_checkpoint import write_openai_checkpoint
 from gpt2lib.tokenizer import BPE_FILES
 from gpt2lib.weights import (
     CONV1D_KEYS,
@@ -35,6 +33,8 @@ from gpt2lib.weights import (
     openai_params_from_gpt,
     openai_shapes,
 )
+from tools.offline import shared_assets
+from tools.tf_checkpoint import write_openai_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = shared_assets()
@@ -194,7 +194,7 @@ def test_write_rejects_what_the_format_cannot_hold(tmp_path):
 
 def test_import_does_not_load_heavy_libraries():
     code = (
-        "import sys, gpt2lib, gpt2lib.weights, gpt2lib.huggingface, gpt2lib.testing.mirror\n"
+        "import sys, gpt2lib, gpt2lib.weights, gpt2lib.huggingface, tools.mirror\n"
         "heavy = [m for m in ('tensorflow', 'transformers', 'safetensors') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -299,7 +299,7 @@ def test_write_then_load_gives_the_same_model(written, tmp_path):
 def test_the_project_model_loads_from_the_package_never_from_openai(monkeypatch) -> None:
     """mini-shakespeare ships in gpt2lib/pretrained/ and never comes from under OpenAI's host."""
     from gpt2lib import weights
-    from gpt2lib.pretrain import load_mini
+    from gpt2lib.mini import load_mini
     from gpt2lib.weights import load_pretrained
 
     def refuse(*args, **kwargs):

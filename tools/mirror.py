@@ -11,8 +11,8 @@ The models are never GPT-2: each lives under its own name, built by a factory re
 :data:`MODELS` (``register_model``). ``stand-in-*`` models are seeded random GPT-2-shaped
 networks at initialisation, for tests. Command line::
 
-    python -m gpt2lib.testing.mirror build OUT [--source DIR] [--models stand-in-tiny,...]
-    python -m gpt2lib.testing.mirror serve OUT [--port 0]     # prints the base URL, serves until ^C
+    python -m tools.mirror build OUT [--source DIR] [--models stand-in-tiny,...]
+    python -m tools.mirror serve OUT [--port 0]     # prints the base URL, serves until ^C
 
 :func:`serve` answers single-range ``Range: bytes=...`` requests with ``206 Partial Content``
 (``http.server.SimpleHTTPRequestHandler`` ignores Range), so resumable downloads can be tested.
@@ -38,10 +38,11 @@ from typing import Any
 
 import torch
 
-from ..config import GPT2_SIZES, GPTConfig
-from ..files import atomic_write_text, file_lock, sha256_file
-from ..model import GPTModel
-from ..weights import hparams_from_config, openai_params_from_gpt
+from gpt2lib.config import GPT2_SIZES, GPTConfig
+from gpt2lib.files import atomic_write_text, file_lock, sha256_file
+from gpt2lib.model import GPTModel
+from gpt2lib.weights import hparams_from_config, openai_params_from_gpt
+
 from .tf_checkpoint import write_openai_checkpoint
 
 MODELS_PATH = "openaipublic.blob.core.windows.net/gpt-2/models"
@@ -184,7 +185,7 @@ def build_mirror(
 ) -> Path:
     """Assemble a mirror in ``out``: ``source``'s files (hard-linked, or copied) plus ``models``.
 
-    Each model is written with :func:`gpt2lib.testing.tf_checkpoint.write_openai_checkpoint` under
+    Each model is written with :func:`tools.tf_checkpoint.write_openai_checkpoint` under
     ``MODELS_PATH/<name>/``; its BPE files come from ``source`` when it has them, else through
     the download layer. ``out/stand-ins.json`` records every model's description,
     configuration, parameter count, a fingerprint of its weights and its files' sha256. A model
@@ -228,7 +229,7 @@ def build_rehearsal_mirror(
     This is the only place a stand-in sits under OpenAI's names: the full profile's code path
     runs on it at the real model sizes, and nothing it computes is GPT-2's.
     """
-    from ..huggingface import export_hf
+    from gpt2lib.huggingface import export_hf
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -385,7 +386,7 @@ def serve(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m gpt2lib.testing.mirror", description=__doc__.split("\n")[0]
+        prog="python -m tools.mirror", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="assemble a mirror directory")

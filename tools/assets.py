@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..download import discard, download
-from ..files import FileFormatError, atomic_write_text
+from gpt2lib.download import discard, download
+from gpt2lib.files import FileFormatError, atomic_write_text
 
 TABLE = Path(__file__).with_name("assets.json")
 COMPLETE = ".complete"  # written into the folder once every asset is in and checked

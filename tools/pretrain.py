@@ -1,91 +1,41 @@
-"""The mini GPT-2: a 7.3 M-parameter GPT-2 the project pretrains on Tiny Shakespeare.
+"""Pretrain the mini GPT-2 (:mod:`gpt2lib.mini`) on Tiny Shakespeare and save it with a manifest.
 
-GPT-2's tokenizer and architecture (Radford et al., 2019) at a size a laptop CPU trains in
-under half an hour: 128-dimensional embeddings, 4 layers, 4 heads, a context of 256 tokens,
-and the output head tied to the token embedding, as in GPT-2 (so the 50,257 x 128 matrix is
-stored once). It trains on the first 90 % of Tiny Shakespeare's characters with
-:func:`gpt2lib.train.train` and is validated on the last 10 %. It is not OpenAI's GPT-2: the
-offline profile of the book uses it where a model that has learned something beats random
-weights, and says what it is.
+It trains on the first 90 % of Tiny Shakespeare's characters with :func:`gpt2lib.train.train`
+and validates on the last 10 %. Reproduce the committed model (its manifest records the
+settings; it was trained when this command was ``python -m gpt2lib.pretrain``)::
 
-Reproduce the committed model (the manifest records the exact command and settings)::
+    python -m tools.pretrain --out gpt2lib/pretrained/mini-shakespeare
 
-    python -m gpt2lib.pretrain --out gpt2lib/pretrained/mini-shakespeare
+Data-parallel under ``torchrun``; the loader's batch size is per process, so halve it to keep
+the global batch::
 
-The same command runs data-parallel, e.g. on two GPUs or two groups of CPU cores; the loader's
-batch size is per process, so halve it to keep the global batch::
-
-    torchrun --nproc_per_node=2 -m gpt2lib.pretrain --batch-size 4 --out /tmp/mini
-
-The model is saved like every other model of the book (:func:`gpt2lib.saving.save_model`, in
-float16), with this run's manifest as the save's ``extra``: the command, the corpus, the loss
-history, the final losses and samples. Load the committed model (float32, eval mode, its
-tensors checked against their checksum)::
-
-    from gpt2lib.pretrain import load_mini
-    model = load_mini()
+    torchrun --nproc_per_node=2 -m tools.pretrain --batch-size 4 --out /tmp/mini
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import os
 import platform
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .config import GPTConfig
-from .model import GPTModel
-from .saving import load_model, load_model_config, save_model
+from gpt2lib.mini import MINI_CONFIG, MINI_NAME, load_mini, save_mini
+from gpt2lib.model import GPTModel
 
 if TYPE_CHECKING:
     import tiktoken
     from torch.utils.data import DataLoader
 
-    from .history import History
-    from .train import TrainConfig
+    from gpt2lib.history import History
+    from gpt2lib.train import TrainConfig
 
-MINI_NAME = "mini-shakespeare"
-MINI_CONFIG = GPTConfig.mini()  # drop_rate 0.0: training used dropout (see the manifest)
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are", "KING HENRY:\nNow, my lords,")
-
-
-# ---------------------------------------------------------------------------------------------
-# Saving and loading
-
-
-def save_mini(model: GPTModel, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Save ``model`` in float16 with :func:`gpt2lib.saving.save_model`, ``manifest`` as its
-    ``extra``; return ``out_dir``. The model itself is left as it is; the saved configuration
-    has no dropout (training used some, see the manifest; inference needs none)."""
-    half = copy.deepcopy(model).to("cpu", torch.float16)
-    half.cfg = replace(half.cfg, drop_rate=0.0)
-    return save_model(half, out_dir, extra=manifest)
-
-
-def read_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The manifest of the mini model saved in ``path`` (default: the committed one)."""
-    directory = Path(path) if path is not None else PRETRAINED_DIR / MINI_NAME
-    return load_model_config(directory)["extra"]
-
-
-def load_mini(path: str | os.PathLike | None = None) -> GPTModel:
-    """The mini GPT-2 as a float32 :class:`GPTModel` in eval mode.
-
-    ``path`` is a directory written by :func:`save_mini` (default: the model committed in the
-    package); :func:`gpt2lib.saving.load_model` checks the tensors against their checksum.
-    """
-    directory = Path(path) if path is not None else PRETRAINED_DIR / MINI_NAME
-    return load_model(directory).float().eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +44,7 @@ def load_mini(path: str | os.PathLike | None = None) -> GPTModel:
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """Every setting of a pretraining run; ``python -m gpt2lib.pretrain`` fills it from flags
+    """Every setting of a pretraining run; ``python -m tools.pretrain`` fills it from flags
     of the same names (``max_steps`` is ``--max-steps``)."""
 
     out: str  # directory of the saved model
@@ -124,14 +74,14 @@ class PretrainSettings:
 
     def command(self) -> str:
         """The full command line, every setting that shapes the model spelled out."""
-        parts = ["python", "-m", "gpt2lib.pretrain", "--out", self.out]
+        parts = ["python", "-m", "tools.pretrain", "--out", self.out]
         for f in dataclasses.fields(self):
             if f.name not in self.NOT_RECORDED and getattr(self, f.name) is not None:
                 parts += ["--" + f.name.replace("_", "-"), str(getattr(self, f.name))]
         return shlex.join(parts)
 
     def train_config(self, checkpoint: str) -> TrainConfig:
-        from .train import TrainConfig
+        from gpt2lib.train import TrainConfig
 
         return TrainConfig(
             max_steps=self.max_steps, lr=self.lr, min_lr=self.min_lr,
@@ -148,7 +98,7 @@ class PretrainSettings:
 def parse_args(argv: list[str] | None = None) -> PretrainSettings:
     """The command line, as :class:`PretrainSettings` (one flag per field)."""
     parser = argparse.ArgumentParser(
-        prog="python -m gpt2lib.pretrain",
+        prog="python -m tools.pretrain",
         description="Pretrain the mini GPT-2 on Tiny Shakespeare and save it with a manifest.",
     )
     defaults = PretrainSettings(out="")
@@ -223,8 +173,13 @@ class _Data:
 
 def _data(settings: PretrainSettings) -> _Data:
     """Tiny Shakespeare, split by characters (90 % / 10 %), as loaders of context windows."""
-    from .data.text import create_dataloader, encode, load_tiny_shakespeare, split_by_position
-    from .tokenizer import get_tokenizer
+    from gpt2lib.data.text import (
+        create_dataloader,
+        encode,
+        load_tiny_shakespeare,
+        split_by_position,
+    )
+    from gpt2lib.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()
     train_text, val_text = split_by_position(load_tiny_shakespeare(), 0.9)
@@ -243,8 +198,8 @@ def _data(settings: PretrainSettings) -> _Data:
 
 def _final_losses(model: GPTModel, data: _Data, settings: PretrainSettings) -> dict[str, float]:
     """Losses of the saved model: all of validation, as many windows drawn from training."""
-    from .data.text import create_dataloader
-    from .loss import calc_loss_loader, perplexity
+    from gpt2lib.data.text import create_dataloader
+    from gpt2lib.loss import calc_loss_loader, perplexity
 
     ctx, device = MINI_CONFIG.context_length, next(model.parameters()).device
     train_sample = create_dataloader(
@@ -267,7 +222,7 @@ def _final_losses(model: GPTModel, data: _Data, settings: PretrainSettings) -> d
 
 def _samples(model: GPTModel, tokenizer: tiktoken.Encoding, seed: int) -> list[dict[str, str]]:
     """Sampled continuations of :data:`SAMPLE_PROMPTS`, and one greedy one."""
-    from .generate import generate_text
+    from gpt2lib.generate import generate_text
 
     gen = torch.Generator().manual_seed(seed)
     sampled = "temperature 0.8, top_k 50, 80 new tokens"
@@ -308,10 +263,10 @@ def _training_record(
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any] | None:
     """Train, evaluate, sample and save the mini model; return its manifest (rank 0 only)."""
-    from .data.text import TEXTS
-    from .distributed import dist_info
-    from .download import cache_dir
-    from .train import train
+    from gpt2lib.data.text import TEXTS
+    from gpt2lib.distributed import dist_info
+    from gpt2lib.download import cache_dir
+    from gpt2lib.train import train
 
     info = dist_info()
     if settings.threads > 0:

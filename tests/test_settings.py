@@ -1,5 +1,5 @@
-"""gpt2lib.profile: the profile switch and the rehearsal's loop caps, which are settings; and
-the library functions that do exactly what their arguments say, whatever the environment."""
+"""Settings live in the chapters: the rehearsal's loop caps are a value a settings cell passes
+on, and library functions do exactly what their arguments say, whatever the environment."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from gpt2lib import GPTConfig, GPTModel
 from gpt2lib.classifier import add_classification_head, calc_accuracy_loader, predict_loader
 from gpt2lib.generate import generate
 from gpt2lib.loss import calc_loss_loader
-from gpt2lib.profile import NO_CAPS, REHEARSAL_CAPS, LoopCaps, choose, get_profile, loop_caps
-from gpt2lib.train import TrainConfig, train
+from gpt2lib.train import NO_CAPS, REHEARSAL_CAPS, LoopCaps, TrainConfig, train
 
 EVERY_SWITCH = {
     "GPT2LIB_PROFILE": "full",
@@ -22,26 +21,12 @@ EVERY_SWITCH = {
 }
 
 
-def test_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPT2LIB_PROFILE", "full")
-    assert get_profile() == "full" and choose(full=1, offline=2) == 1
-    monkeypatch.setenv("GPT2LIB_PROFILE", "offline")
-    assert get_profile() == "offline" and choose(full=1, offline=2) == 2
-    monkeypatch.setenv("GPT2LIB_PROFILE", "bogus")
-    with pytest.raises(ValueError, match="bogus"):
-        get_profile()
-
-
-def test_caps_come_only_from_a_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GPT2LIB_REHEARSAL", raising=False)
-    assert loop_caps() == NO_CAPS == LoopCaps()
-    monkeypatch.setenv("GPT2LIB_REHEARSAL", "0")
-    assert loop_caps() == NO_CAPS
-    monkeypatch.setenv("GPT2LIB_REHEARSAL", "1")
-    caps = loop_caps()
-    assert caps == REHEARSAL_CAPS == LoopCaps(steps=2, batches=2, new_tokens=4)
+def test_loop_caps_bound_counts() -> None:
+    caps = REHEARSAL_CAPS
+    assert caps == LoopCaps(steps=2, batches=2, new_tokens=4)
     assert caps.limit(100, "steps") == 2 and caps.limit(None, "batches") == 2
     assert caps.limit(1, "new_tokens") == 1
+    assert NO_CAPS == LoopCaps()
     assert NO_CAPS.limit(100, "steps") == 100 and NO_CAPS.limit(None, "batches") is None
 
 
@@ -84,10 +69,9 @@ def test_library_functions_do_what_their_arguments_say(monkeypatch: pytest.Monke
     assert 0.0 <= calc_accuracy_loader(head, labelled, "cpu", num_batches=7) <= 1.0
 
 
-def test_a_rehearsal_caps_what_a_chapter_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rehearsal_caps_what_a_chapter_passes() -> None:
     """The chapters' pattern: counts capped in the settings cell, then passed as arguments."""
-    monkeypatch.setenv("GPT2LIB_REHEARSAL", "1")
-    caps = loop_caps()
+    caps = REHEARSAL_CAPS
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.tiny())
     ids = torch.randint(0, 100, (40, 9))

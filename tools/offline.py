@@ -4,7 +4,7 @@ GPU check run in, where no download leaves the machine.
 The library reads canonical URLs and knows nothing of a checkout's ``../shared``;
 :func:`offline_environment` points it there. Where there is none (a fresh clone), the assets
 are fetched first, from their canonical URLs, into ``build/assets`` and checked against their
-sha256 (:mod:`gpt2lib.testing.assets`); on such a machine ``GPT2LIB_MIRROR``, if set, is where
+sha256 (:mod:`tools.assets`); on such a machine ``GPT2LIB_MIRROR``, if set, is where
 they are fetched from, and is then replaced by the local mirror. It sets, unless already set:
 
 - ``GPT2LIB_PROFILE=offline``: the small, fast profile of every chapter;
@@ -24,7 +24,7 @@ import os
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout this (editable) install lives in
+REPO = Path(__file__).resolve().parents[1]  # the checkout
 KEYS = (
     "GPT2LIB_PROFILE",
     "GPT2LIB_MIRROR",

@@ -1,7 +1,7 @@
 """Writing checkpoints in the exact format of OpenAI's GPT-2 release (TensorFlow 1), for tests.
 
 The book reads OpenAI's checkpoints (:mod:`gpt2lib.weights`); it never needs to write one. The
-test mirror (:mod:`gpt2lib.testing.mirror`) does: it serves the project's own models and
+test mirror (:mod:`tools.mirror`) does: it serves the project's own models and
 seeded random stand-ins at OpenAI's paths, so that the download and loading code runs on them
 exactly as on GPT-2. TensorFlow is the writer, as the design names it.
 """
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..download import fetch
-from ..files import atomic_dir, sha256_file
-from ..model import GPTModel
-from ..weights import (
+from gpt2lib.download import fetch
+from gpt2lib.files import atomic_dir, sha256_file
+from gpt2lib.model import GPTModel
+from gpt2lib.weights import (
     DESCRIPTION_FILE,
     GPT2_VOCAB_SIZE,
-    _check_names,
     _import_tensorflow,
+    check_names,
     hparams_from_config,
     openai_params_from_gpt,
     openai_shapes,
@@ -33,7 +33,7 @@ from ..weights import (
 
 
 def _copy_bpe_files(out: Path, encoder_files: bool | str | os.PathLike) -> None:
-    from ..tokenizer import BPE_FILES
+    from gpt2lib.tokenizer import BPE_FILES
 
     for url, sha256 in BPE_FILES.items():
         name = url.rsplit("/", 1)[1]
@@ -112,7 +112,7 @@ def _checked_params(params: Mapping[str, Any], hparams: Mapping[str, int]) -> di
     if hparams.get("n_vocab") != GPT2_VOCAB_SIZE:
         raise ValueError(f"OpenAI's format needs n_vocab 50257, got {hparams.get('n_vocab')}")
     shapes = openai_shapes(hparams)
-    _check_names(set(params), set(shapes), "params", f" (hparams: {dict(hparams)})")
+    check_names(set(params), set(shapes), "params", f" (hparams: {dict(hparams)})")
     out = {}
     for name, shape in shapes.items():
         out[name] = np.ascontiguousarray(np.asarray(params[name], dtype=np.float32))
