@@ -1,17 +1,18 @@
-"""Training checkpoints: save and load a run, its random state, and check what is resumed.
+"""A training run's record and state (:class:`History`, :class:`RunState`), and its checkpoints.
 
-A checkpoint holds the weights, the optimizer, where the run stands (a
-:class:`~gpt2lib.history.RunState`: step, history, position in the data), every process's
-random state (dropout), and the settings and data layout that define the run, so that
-:func:`gpt2lib.train.train` resumes a run exactly (it compares those settings before it
-resumes). Saving is atomic (:func:`gpt2lib.files.atomic_path`). Loading checks everything before
-it assigns anything: the model configuration, the tensors, the optimizer state.
+A checkpoint holds the weights, the optimizer, where the run stands (step, history, position in
+the data), every process's random state (dropout), and the settings and data layout that define
+the run, so that :func:`gpt2lib.train.train` resumes a run exactly after comparing them. Saving
+is atomic; loading checks everything before it assigns anything.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import random
+import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -21,14 +22,75 @@ import torch
 from torch import nn
 
 from .files import FileFormatError, atomic_path
-from .history import History, RunState
+
+FORMAT = "gpt2lib-checkpoint-1"
+
+
+@dataclass
+class History:
+    """What :func:`~gpt2lib.train.train` records at each evaluation, ready for plots and JSON.
+
+    ``train_loss`` and ``val_loss``: eval-mode losses on the first ``eval_batches`` batches of
+    each loader (``nan`` without a validation loader); ``lr``: the rate of the step just taken;
+    ``metrics``: ``eval_fn``'s values as ``train_<name>`` and ``val_<name>``.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    tokens_seen: list[int] = field(default_factory=list)
+    examples_seen: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and dicts; ``nan`` becomes ``None`` so the result is strict JSON."""
+
+        def strict(values: list[float]) -> list[float | None]:
+            return [None if math.isnan(v) else v for v in values]
+
+        d = asdict(self)
+        d["train_loss"], d["val_loss"] = strict(self.train_loss), strict(self.val_loss)
+        d["metrics"] = {k: strict(vs) for k, vs in self.metrics.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        def floats(values: list[float | None]) -> list[float]:
+            return [float("nan") if v is None else float(v) for v in values]
+
+        return cls(
+            steps=[int(s) for s in d["steps"]],
+            tokens_seen=[int(t) for t in d["tokens_seen"]],
+            examples_seen=[int(e) for e in d.get("examples_seen", [])],
+            train_loss=floats(d["train_loss"]),
+            val_loss=floats(d["val_loss"]),
+            lr=floats(d["lr"]),
+            metrics={k: floats(v) for k, v in d.get("metrics", {}).items()},
+        )
+
+
+@dataclass
+class RunState:
+    """Where a run stands: steps taken, the position in the data (epoch, and the batches of it
+    already used), the totals seen over all processes, and the history."""
+
+    step: int = 0
+    history: History = field(default_factory=History)
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens_seen: int = 0
+    examples_seen: int = 0
 
 
 @dataclass
 class Checkpoint:
     """What :func:`load_checkpoint` returns besides the weights and optimizer state it loads."""
 
-    state: RunState  # where the saved run stood
+    state: RunState
     rng_states: list[dict[str, Any]] = field(default_factory=list)  # one per process
     train_config: dict[str, Any] | None = None  # the training settings, as plain data
     model_config: dict[str, Any] | None = None
@@ -45,14 +107,14 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
-    random.setstate(_as_tuples(state["python"]))
+
+    def tuples(obj: Any) -> Any:  # a saved list stands for Python's tuples
+        return tuple(tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
+
+    random.setstate(tuples(state["python"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuples(obj: Any) -> Any:
-    return tuple(_as_tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -69,34 +131,22 @@ def save_checkpoint(
     train_config: Any = None,
     data_layout: dict[str, int] | None = None,
 ) -> Path:
-    """Write model + optimizer + run state (step, history, data position) + random state to
-    ``path``.
-
-    Atomic (:func:`gpt2lib.files.atomic_path`): a crash leaves the previous checkpoint or the
-    new one, never half of one, and the temporary a killed process left is removed by the next
-    save. ``state`` defaults to a run at step 0; ``rng_states`` to this process's random state;
-    ``train_config`` (a dataclass such as :class:`~gpt2lib.train.TrainConfig`) is stored as
-    plain data; ``data_layout`` records how the data was batched, so that a resumed run can
-    check it is batched the same way.
-    """
+    """Write model, optimizer, run state and random state to ``path``, atomically: a crash
+    leaves the previous checkpoint or the new one. ``train_config`` (a dataclass) is stored as
+    plain data; ``data_layout`` records how the data was batched, for a resumed run to check."""
     if train_config is not None and not is_dataclass(train_config):
         raise TypeError(f"train_config must be a dataclass, got {type(train_config).__name__}")
-    raw = unwrap(model)
+    raw, state = unwrap(model), state or RunState()
     model_cfg = getattr(raw, "cfg", None)
-    state = state or RunState()
     payload = {
-        "format": "gpt2lib-checkpoint-1",
+        "format": FORMAT,
         "model": raw.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "step": state.step,
-        "epoch": state.epoch,
-        "batch_in_epoch": state.batch_in_epoch,
-        "tokens_seen": state.tokens_seen,
-        "examples_seen": state.examples_seen,
+        **{k: v for k, v in asdict(state).items() if k != "history"},
         "history": state.history.to_dict(),
         "rng_states": rng_states if rng_states is not None else [rng_state()],
         "train_config": asdict(train_config) if train_config is not None else None,
-        "model_config": asdict(model_cfg) if hasattr(model_cfg, "__dataclass_fields__") else None,
+        "model_config": asdict(model_cfg) if is_dataclass(model_cfg) else None,
         "data_layout": data_layout,
     }
     with atomic_path(path) as tmp:
@@ -106,27 +156,21 @@ def save_checkpoint(
 
 def read_checkpoint_file(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     """The payload of a checkpoint file, or a FileFormatError that names the file."""
-    import pickle
-    import zipfile
-
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
             zipfile.BadZipFile, UnicodeDecodeError, OSError) as err:  # fmt: skip
         # torch's own message may suggest weights_only=False, which is never the fix here
         raise FileFormatError(
-            path,
-            f"not a readable gpt2lib training checkpoint (truncated, or another kind of "
+            path, f"not a readable gpt2lib training checkpoint (truncated, or another kind of "
             f"file: {type(err).__name__})",
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != "gpt2lib-checkpoint-1":
+        ) from None  # fmt: skip
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FileFormatError(path, "not a gpt2lib training checkpoint")
     return payload
 
 
-def differences(
-    saved: dict[str, Any], current: dict[str, Any], skip: Iterable[str] = ()
-) -> list[str]:
+def differences(saved: dict[str, Any], current: dict[str, Any], skip: Iterable[str] = ()) -> list[str]:
     """``"name: ... in the checkpoint, ... now"`` for each field that differs (tuples equal
     lists), leaving out ``skip``."""
 
@@ -134,44 +178,44 @@ def differences(
         return list(v) if isinstance(v, (tuple, list)) else v
 
     names = sorted((set(saved) | set(current)) - set(skip))
-    return [
-        f"{n}: {saved.get(n)!r} in the checkpoint, {current.get(n)!r} now"
-        for n in names
-        if norm(saved.get(n)) != norm(current.get(n))
-    ]
+    return [f"{n}: {saved.get(n)!r} in the checkpoint, {current.get(n)!r} now"
+            for n in names if norm(saved.get(n)) != norm(current.get(n))]  # fmt: skip
 
 
-def _check_state_dict(path: Path, model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Raise ValueError unless ``saved`` has exactly the model's tensors, shape for shape."""
-    own = unwrap(model).state_dict()
+def _check_fits(path: Path, payload: dict[str, Any], model: nn.Module,
+                optimizer: torch.optim.Optimizer | None) -> None:  # fmt: skip
+    """Raise ValueError unless the model's configuration and tensors, and the optimizer's
+    groups and state shapes, are those of the checkpoint."""
+    model_cfg = getattr(unwrap(model), "cfg", None)
+    if payload.get("model_config") is not None and is_dataclass(model_cfg):
+        diffs = differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
+        if diffs:
+            raise ValueError(f"checkpoint {path} does not fit this model, saved with another "
+                             f"configuration: {'; '.join(diffs)}")  # fmt: skip
+    own, saved = unwrap(model).state_dict(), payload["model"]
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if tuple(saved[k].shape) != tuple(own[k].shape)
-    ]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(saved)) if saved[k].shape != own[k].shape]  # fmt: skip
     if missing or unexpected or shapes:
         raise ValueError(
             f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, shape mismatches (checkpoint vs model) {shapes[:5]}"
         )
-
-
-def _check_optimizer_state(path: Path, optimizer: torch.optim.Optimizer, saved: Any) -> None:
-    """Raise ValueError unless ``saved`` fits ``optimizer``: groups, sizes and state shapes."""
-    if saved is None:
+    if optimizer is None:
+        return
+    if payload["optimizer"] is None:
         raise ValueError(f"checkpoint {path} holds no optimizer state")
-    groups, own = saved.get("param_groups", []), optimizer.param_groups
-    sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own]
-    if sizes != own_sizes:
+    groups = payload["optimizer"].get("param_groups", [])
+    sizes = [len(g["params"]) for g in groups]
+    if sizes != [len(g["params"]) for g in optimizer.param_groups]:
         raise ValueError(
             f"checkpoint {path}: its optimizer has parameter groups of sizes {sizes}, this "
-            f"optimizer {own_sizes} (other trainable parameters?)"
+            f"optimizer {[len(g['params']) for g in optimizer.param_groups]} (other trainable "
+            "parameters?)"
         )
-    params = [p for g in own for p in g["params"]]
-    ids = [i for g in groups for i in g["params"]]
-    for index, param in zip(ids, params, strict=True):
-        for key, value in saved.get("state", {}).get(index, {}).items():
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, param in zip([i for g in groups for i in g["params"]], params, strict=True):
+        for key, value in payload["optimizer"].get("state", {}).get(index, {}).items():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
                 raise ValueError(
                     f"checkpoint {path}: optimizer state {key!r} of parameter {index} has shape "
@@ -187,12 +231,10 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); return the rest.
 
-    Everything is checked before anything is assigned, so a failed load leaves the model and
-    the optimizer as they were: a file that is not a checkpoint raises
-    :class:`~gpt2lib.files.FileFormatError`; a checkpoint saved from another model
-    configuration (e.g. other ``n_heads`` or ``tie_embeddings``, even with equal shapes), with
-    other tensors, or with optimizer state of other shapes raises a ``ValueError`` naming the
-    file and each difference.
+    Everything is checked first, so a failed load leaves model and optimizer as they were: a
+    file that is not a checkpoint raises :class:`~gpt2lib.files.FileFormatError`; one of
+    another model configuration (even with equal shapes), other tensors or optimizer state of
+    other shapes raises a ``ValueError`` naming the file and each difference.
     """
     path = Path(path)
     if not path.is_file():
@@ -200,36 +242,17 @@ def load_checkpoint(
     return load_payload(path, read_checkpoint_file(path, map_location), model, optimizer)
 
 
-def load_payload(
-    path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> Checkpoint:
+def load_payload(path: Path, payload: dict[str, Any], model: nn.Module,
+                 optimizer: torch.optim.Optimizer | None) -> Checkpoint:  # fmt: skip
     """:func:`load_checkpoint` once the file is read: check everything, then assign."""
-    model_cfg = getattr(unwrap(model), "cfg", None)
-    if payload.get("model_config") is not None and hasattr(model_cfg, "__dataclass_fields__"):
-        diffs = differences(payload["model_config"], asdict(model_cfg), skip=("drop_rate",))
-        if diffs:
-            raise ValueError(
-                f"checkpoint {path} does not fit this model, saved with another configuration: "
-                + "; ".join(diffs)
-            )
-    _check_state_dict(path, model, payload["model"])
-    if optimizer is not None:
-        _check_optimizer_state(path, optimizer, payload["optimizer"])
+    _check_fits(path, payload, model, optimizer)
     unwrap(model).load_state_dict(payload["model"])
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
-    state = RunState(
-        step=payload["step"],
-        history=History.from_dict(payload["history"]),
-        epoch=payload["epoch"],
-        batch_in_epoch=payload["batch_in_epoch"],
-        tokens_seen=payload.get("tokens_seen", 0),
-        examples_seen=payload.get("examples_seen", 0),
-    )
+    position = {k: payload.get(k, 0) for k in ("step", "epoch", "batch_in_epoch", "tokens_seen",
+                                               "examples_seen")}  # fmt: skip
     return Checkpoint(
-        state=state,
-        rng_states=payload["rng_states"],
-        train_config=payload["train_config"],
-        model_config=payload["model_config"],
-        data_layout=payload.get("data_layout"),
-    )
+        RunState(history=History.from_dict(payload["history"]), **position),
+        payload["rng_states"], payload["train_config"], payload["model_config"],
+        payload.get("data_layout"),
+    )  # fmt: skip

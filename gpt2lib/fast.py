@@ -1,5 +1,6 @@
-"""Fast paths for inference: bfloat16 weights and the compiled static decode step, chosen by
-measuring them on the device.
+"""Fast paths for inference, chosen by measuring them on the device.
+
+bfloat16 weights, weights stored transposed, the compiled static decode step.
 
 The model's float32 path is the reference (it equals Hugging Face's GPT-2 to 1e-4). Two
 switches trade exactness or start-up time for speed:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .checkpoint import History
 from .data.instructions import (
     RESPONSE_HEADER,
     InstructionDataset,
@@ -51,7 +52,6 @@ from .data.instructions import (
 )
 from .files import atomic_write_text
 from .generate import generate_batch
-from .history import History
 from .loss import calc_loss_kept
 from .tokenizer import ENDOFTEXT_ID, get_tokenizer
 from .train import LoopCaps, TrainConfig, train

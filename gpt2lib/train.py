@@ -1,30 +1,17 @@
 """The training loop every chapter uses: loss, schedule, evaluation, checkpoints, DDP.
 
-Pretraining, classification and instruction tuning differ only in what a batch is and what
-the loss of a batch means, so :func:`train` takes that as a function,
-``loss_fn(model, batch, device) -> loss``; the default, :func:`gpt2lib.loss.calc_loss_batch`,
-is next-token cross-entropy over ``(inputs, targets)`` batches (Raschka, *Build a Large Language Model (From
-Scratch)*, ch. 5). An optional ``eval_fn(model, batches, device) -> {name: value}`` adds
-metrics such as accuracy to the history.
+Pretraining, classification and instruction tuning differ only in the loss of a batch, so
+:func:`train` takes it as ``loss_fn(model, batch, device)`` (default: next-token cross-entropy,
+Raschka, *Build a Large Language Model (From Scratch)*, ch. 5); ``eval_fn`` adds metrics. The
+recipe is GPT-2/GPT-3's as nanoGPT writes it: AdamW (Loshchilov & Hutter, 2019) with weight
+decay on matrices only, linear warmup then cosine decay, gradient-norm clipping; only
+parameters with ``requires_grad`` are trained (LoRA trains just its adapters).
 
-The recipe is GPT-2/GPT-3's (Radford et al., 2019; Brown et al., 2020) as nanoGPT's
-``train.py`` writes it: AdamW (Loshchilov & Hutter, 2019) with weight decay on the weight
-matrices and embeddings only, linear warmup then cosine decay (Loshchilov & Hutter, 2017,
-"SGDR"), gradient-norm clipping. Only parameters with ``requires_grad`` reach the optimizer,
-so a model whose base is frozen (LoRA) trains just its adapters.
-
-An interrupted run resumes exactly: a checkpoint (:mod:`gpt2lib.checkpoint`) holds the weights,
-the optimizer, where the run stands (:class:`~gpt2lib.history.RunState`: step, history, position
-in the data) and every process's random state (dropout). The loop
-draws the shuffling order of epoch ``e`` from ``cfg.seed + e`` and skips the batches an
-interrupted epoch had already used, so the resumed run sees the same batches in the same order.
-
-Data parallel: started by ``torchrun --nproc_per_node=N script.py``, the same call joins the
-process group (Gloo on CPU, NCCL on GPU), wraps the model in
-:class:`~torch.nn.parallel.DistributedDataParallel`, gives each process every N-th example,
-averages the losses it reports, and lets only rank 0 write checkpoints and progress. A
-loader's ``batch_size`` is per process: N processes with batch size ``b`` train with global
-batches of ``N * b``.
+An interrupted run resumes exactly (:mod:`gpt2lib.checkpoint`): epoch ``e`` is shuffled with
+``cfg.seed + e`` and the batches an interrupted epoch used are skipped. Under ``torchrun
+--nproc_per_node=N`` the same call joins the process group (Gloo on CPU, NCCL on GPU), wraps
+the model in DistributedDataParallel and gives each process every N-th example; a loader's
+``batch_size`` is per process, so the global batch is ``N * b``.
 """
 
 from __future__ import annotations
@@ -52,6 +39,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .checkpoint import (
     Checkpoint,
+    History,
+    RunState,
     differences,
     load_payload,
     read_checkpoint_file,
@@ -68,7 +57,6 @@ from .distributed import (
     dist_info,
     init_distributed,
 )
-from .history import History, RunState
 from .loss import LossFn, calc_loss_batch
 from .model import eval_mode
 
@@ -81,13 +69,10 @@ EvalFn = Callable[[nn.Module, Iterable[Any], torch.device], dict[str, float]]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything :func:`train` needs besides the model and the data.
-
-    The run length is ``max_steps`` optimizer steps, or ``epochs`` passes over the training
-    loader, whichever ends first when both are given. ``lr`` is the peak learning rate:
-    reached after ``warmup_steps`` linear steps, then held (``schedule="constant"``) or
-    lowered along a cosine to ``min_lr`` at the last step (``"cosine"``).
-    """
+    """Everything :func:`train` needs besides the model and the data. The run is ``max_steps``
+    steps or ``epochs`` passes, whichever ends first; ``lr`` is the peak rate, reached after
+    ``warmup_steps`` linear steps, then held (``"constant"``) or lowered along a cosine to
+    ``min_lr`` at the last step (``"cosine"``)."""
 
     max_steps: int | None = None
     epochs: int | None = None
@@ -145,12 +130,9 @@ class TrainConfig:
                 )
 
     def switch(self, name: Literal["compile", "fused_optimizer"], device: torch.device) -> bool:
-        """Whether ``compile`` or ``fused_optimizer`` is on for ``device`` ("auto": on CUDA).
-
-        On a GPU both pay off (kernel fusion, one optimizer kernel instead of several per
-        tensor). On a CPU compiling takes longer than a chapter's training saves, and fused
-        AdamW changes the last bits of every step, so "auto" leaves both off there.
-        """
+        """Whether ``compile`` or ``fused_optimizer`` is on for ``device``. "auto": on CUDA,
+        where both pay off; on a CPU compiling costs more than a chapter saves, and fused AdamW
+        changes the last bits of every step."""
         value = getattr(self, name)
         return torch.device(device).type == "cuda" if value == "auto" else bool(value)
 
@@ -189,13 +171,9 @@ REHEARSAL_CAPS = LoopCaps(steps=2, batches=2, new_tokens=4)
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) in a run of ``total_steps`` steps.
-
-    Linear warmup ``lr * (step + 1) / warmup_steps``, then ``cfg.lr`` (constant) or the cosine
-    ``min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2`` with ``p = (step - warmup_steps) /
-    (total_steps - warmup_steps)`` going from 0 at the end of warmup to 1 just after the last
-    step. ``total_steps`` defaults to ``cfg.max_steps``.
-    """
+    """Learning rate of step ``step`` (0-based) of ``total_steps`` (default ``cfg.max_steps``):
+    warmup ``lr * (step + 1) / warmup_steps``, then ``lr``, or the cosine ``min_lr + (lr -
+    min_lr) * (1 + cos(pi * p)) / 2`` with ``p`` from 0 after warmup to 1 after the last step."""
     total = total_steps if total_steps is not None else cfg.max_steps
     if total is None:
         raise ValueError("lr_at needs total_steps when cfg.max_steps is None")
@@ -210,13 +188,8 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: decay on tensors with >= 2 dims, none on the rest.
-
-    Matrices (linear weights, the token and position embeddings) are decayed; biases and
-    LayerNorm scales and shifts (1-D) are not, as in GPT-3 and nanoGPT. Frozen parameters
-    (``requires_grad=False``) are left out. ``cfg.fused_optimizer`` picks AdamW's fused
-    implementation (one kernel for all tensors) for the device the parameters are on.
-    """
+    """AdamW over the trainable parameters: weight decay on matrices and embeddings, none on
+    biases and LayerNorm (1-D), as in GPT-3 and nanoGPT; frozen parameters are left out."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     if not trainable:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
@@ -235,13 +208,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 class _Batches:
     """Batches of one loader for one process: ``epoch(e, skip)`` iterates epoch ``e`` after
-    skipping ``skip`` batches.
-
-    A map-style :class:`DataLoader` with a plain sampler is rebuilt around an
-    :class:`EpochSampler` (shuffled if the original was), so the order depends only on the seed
-    and epoch, each process gets its shard, and skipping costs nothing. Any other iterable is
-    used as it is (one process only), and skipped batches are drawn and dropped.
-    """
+    ``skip`` batches. A map-style DataLoader is rebuilt around an :class:`EpochSampler` (order
+    from seed and epoch, sharded, skipping for free); any other iterable is used as it is (one
+    process only), and skipped batches are drawn and dropped."""
 
     def __init__(self, loader: Iterable[Any], info: DistInfo, seed: int) -> None:
         self.loader, self.sampler = loader, None
@@ -432,12 +401,8 @@ def _prepare(
 def check_resume(
     ckpt: Checkpoint, cfg: TrainConfig, data_layout: dict[str, int], model: nn.Module
 ) -> None:
-    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run.
-
-    Learning rate, schedule, optimizer settings, seed, dtype, the batching of the data and the
-    model's dropout define a run; :attr:`TrainConfig.RESUMABLE` fields (more steps, other
-    evaluation or checkpoint intervals, another device) may change deliberately.
-    """
+    """Raise ValueError unless a run with ``cfg`` and ``data_layout`` continues ``ckpt``'s run:
+    the same settings but :attr:`TrainConfig.RESUMABLE`, the same batching and dropout."""
     diffs = []
     if ckpt.train_config is not None:
         diffs += differences(ckpt.train_config, asdict(cfg), skip=TrainConfig.RESUMABLE)
@@ -562,16 +527,12 @@ def train(
 ) -> History:
     """Train ``model`` in place; return the :class:`History` of its evaluations.
 
-    ``loss_fn(model, batch, device)`` is the objective (next-token loss by default; under
-    ``torchrun`` ``model`` is the DDP wrapper, so call it rather than reach into it);
-    ``eval_fn(model, batches, device)`` optionally adds metrics at each evaluation. With
-    ``resume=True`` and a checkpoint at ``cfg.checkpoint_path``, the run continues from it
-    exactly (after :func:`check_resume` confirms it is the same run).
-    ``on_step(step, history)`` is called after every optimizer step. Without an
-    ``optimizer``, :func:`build_optimizer` makes one. Under ``torchrun`` the process group is
-    set up here and taken down at the end (if this call created it). With ``cfg.compile`` the
-    training steps run through ``torch.compile`` (after the DDP wrapper, as PyTorch advises);
-    checkpoints hold the plain model's weights either way.
+    ``loss_fn(model, batch, device)``: the objective (under ``torchrun`` ``model`` is the DDP
+    wrapper: call it); ``eval_fn(model, batches, device)``: metrics at each evaluation. With
+    ``resume=True`` a run continues exactly from the checkpoint at ``cfg.checkpoint_path``
+    (after :func:`check_resume`). ``on_step(step, history)`` runs after every step; without an
+    ``optimizer``, :func:`build_optimizer` makes one. With ``cfg.compile`` the steps run through
+    ``torch.compile`` (after the DDP wrapper, as PyTorch advises).
     """
     from tqdm import tqdm
 

@@ -12,8 +12,8 @@ Parameters travel as a *flat* dict ``{openai_name: numpy array}`` holding each v
 the checkpoint stores it (``"model/h0/attn/c_attn/w"`` has shape ``(1, 768, 2304)``), so what
 :func:`load_openai_checkpoint` returns is what ``tf.train.list_variables`` lists.
 
-TensorFlow (the reference reader) is imported inside the function that needs it:
-``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
+TensorFlow reads the checkpoints (``pip install gpt2lib[tf]``); it is imported inside the
+function that needs it, so ``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
 ``load_weights_into_gpt`` in chapter 5 of Raschka, *Build a Large Language Model (From
 Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
 """
@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -321,50 +321,30 @@ def _check_data_size(prefix: str, variables: list[tuple[str, list[int]]]) -> Non
         )
 
 
-def _read_with_tensorflow(prefix: str) -> dict[str, np.ndarray]:
-    """The reference reader: TensorFlow's own (``pip install gpt2lib[tf]``)."""
+def load_openai_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Read ``hparams.json`` and the TensorFlow checkpoint in ``ckpt_dir`` with TensorFlow.
+
+    Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
+    array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``). A
+    damaged file raises :class:`~gpt2lib.files.FileFormatError` naming it (and the tensor): a
+    truncated data file is caught before any tensor is read.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    hparams = _read_hparams(ckpt_dir)
+    prefix = _checkpoint_prefix(ckpt_dir)
     tf = _import_tensorflow()
     try:
         variables = tf.train.list_variables(prefix)
     except Exception as err:  # TensorFlow raises its own errors for a bad index
-        raise FileFormatError(
-            prefix + ".index", f"not a readable checkpoint index ({err})"
-        ) from None
+        raise FileFormatError(prefix + ".index", f"not a readable checkpoint index ({err})") from None
     _check_data_size(prefix, variables)
     params = {}
     for name, _ in variables:
-        try:
+        try:  # TensorFlow checks each tensor's crc32c as it reads it
             params[name] = np.asarray(tf.train.load_variable(prefix, name), dtype=np.float32)
         except Exception as err:
             raise FileFormatError(prefix, f"cannot read tensor {name!r} ({err})") from None
-    return params
-
-
-def load_openai_checkpoint(
-    ckpt_dir: str | os.PathLike, *, reader: Literal["numpy", "tensorflow"] = "numpy"
-) -> tuple[dict[str, int], dict[str, np.ndarray]]:
-    """Read ``hparams.json`` and the TensorFlow checkpoint in ``ckpt_dir``.
-
-    Returns ``(hparams, params)``; ``params`` is flat, ``{openai_name: float32 array}``, each
-    array in the checkpoint's own shape (e.g. ``"model/h0/attn/c_attn/w"``: ``(1, C, 3C)``).
-    ``reader="numpy"`` (the default) reads the files with :mod:`gpt2lib.tensor_bundle`, without
-    TensorFlow; ``"tensorflow"`` uses TensorFlow's reader, the reference. A damaged file raises
-    :class:`~gpt2lib.files.FileFormatError` naming it (and the tensor): a truncated data file
-    is caught before any tensor is read.
-    """
-    from . import tensor_bundle
-
-    ckpt_dir = Path(ckpt_dir)
-    hparams = _read_hparams(ckpt_dir)
-    prefix = _checkpoint_prefix(ckpt_dir)
-    if reader == "tensorflow":
-        return hparams, _read_with_tensorflow(prefix)
-    if reader != "numpy":
-        raise ValueError(f"reader must be 'numpy' or 'tensorflow', got {reader!r}")
-    index = tensor_bundle.read_index(prefix)
-    _check_data_size(prefix, [(name, list(e.shape)) for name, e in index.items()])
-    params = tensor_bundle.load_tensors(prefix, index=index)
-    return hparams, {name: value.astype(np.float32, copy=False) for name, value in params.items()}
+    return hparams, params
 
 
 def model_from_openai_checkpoint(

@@ -11,10 +11,10 @@ that a full-profile path can no longer break unseen::
   seeded random stand-ins at OpenAI's 124M and 355M paths and at the Hugging Face hub's. It is
   the only place a stand-in sits under OpenAI's names; every model it serves describes itself
   as "rehearsal: random weights", and so does every line this script prints.
-- Work: ``GPT2LIB_REHEARSAL=1`` makes :func:`gpt2lib.profile.loop_caps` return
-  :data:`~gpt2lib.profile.REHEARSAL_CAPS` (two optimizer steps per training run, two batches
-  per evaluation, four new tokens per generation), which each chapter's settings cell applies
-  to the loop counts it passes to the library. The code path, the model sizes and every other
+- Work: with ``GPT2LIB_REHEARSAL=1`` each chapter's settings cell takes
+  :data:`gpt2lib.train.REHEARSAL_CAPS` (two optimizer steps per training run, two batches
+  per evaluation, four new tokens per generation) and applies them to the loop counts it
+  passes to the library. The code path, the model sizes and every other
   setting are the full profile's; no library function reads the variable.
 - No Ollama: ``OLLAMA_HOST`` points at a closed port on 127.0.0.1, so chapter 7 takes its
   offline judges.

@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from gpt2lib.data.tasks import exact_match_by_kind, make_splits
-from gpt2lib.instruction_tuning import generate_responses
-from gpt2lib.instruction_tuning import Recipe, instruction_tune
+from gpt2lib.instruction_tuning import Recipe, generate_responses, instruction_tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tools/
 from gpt2lib.weights import load_pretrained

@@ -13,8 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gpt2lib import judge as J
-from gpt2lib import ollama as O
-from gpt2lib import scoring as S
 
 ENTRY = {
     "instruction": "Rewrite the sentence in passive voice.",
@@ -199,7 +197,7 @@ def test_slow_reply_raises_clear_error_quickly(fake_ollama, stream):
     fake_ollama.delay = 5.0
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=0.3, stream=stream)
     start = time.monotonic()
-    with pytest.raises(O.OllamaUnavailableError, match="no reply within 0.3 s") as info:
+    with pytest.raises(J.OllamaUnavailableError, match="no reply within 0.3 s") as info:
         judge.score(ENTRY)
     assert time.monotonic() - start < 1.5
     assert "ollama serve" in str(info.value) and "ollama pull llama3" in str(info.value)
@@ -207,8 +205,8 @@ def test_slow_reply_raises_clear_error_quickly(fake_ollama, stream):
 
 def test_refused_connection_raises_clear_error(closed_port):
     judge = J.OllamaJudge(model="llama3", host=f"127.0.0.1:{closed_port}", timeout=2)
-    assert judge.client.host == f"http://127.0.0.1:{closed_port}"
-    with pytest.raises(O.OllamaUnavailableError, match="cannot connect") as info:
+    assert judge.host == f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(J.OllamaUnavailableError, match="cannot connect") as info:
         judge.score(ENTRY)
     message = str(info.value)
     assert "ollama serve" in message and "ollama pull llama3" in message
@@ -217,7 +215,7 @@ def test_refused_connection_raises_clear_error(closed_port):
 
 def test_missing_model_says_how_to_pull_it(fake_ollama):
     judge = J.OllamaJudge(model="llama3.1", host=fake_ollama.url, timeout=5)
-    with pytest.raises(O.OllamaUnavailableError, match="404") as info:
+    with pytest.raises(J.OllamaUnavailableError, match="404") as info:
         judge.score(ENTRY)
     assert "ollama pull llama3.1" in str(info.value)
 
@@ -226,7 +224,7 @@ def test_missing_model_says_how_to_pull_it(fake_ollama):
 def test_reply_that_is_not_ollama_json_raises_clear_error(fake_ollama, stream):
     fake_ollama.replies.append(GARBAGE)
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5, stream=stream)
-    with pytest.raises(O.OllamaUnavailableError, match="unreadable reply"):
+    with pytest.raises(J.OllamaUnavailableError, match="unreadable reply"):
         judge.score(ENTRY)
 
 
@@ -278,7 +276,7 @@ def test_ollama_judge_rejects_bad_arguments():
     ],
 )
 def test_extract_number(reply, number):
-    assert J.extract_number(reply) == number
+    assert J._extract_number(reply) == number
 
 
 def test_parse_score_keeps_only_the_scale():
@@ -293,33 +291,33 @@ def test_parse_score_keeps_only_the_scale():
 
 def test_ollama_host_normalises_like_ollama(monkeypatch):
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert O.ollama_host() == "http://localhost:11434"
-    assert O.ollama_host("0.0.0.0") == "http://0.0.0.0:11434"
-    assert O.ollama_host("example.com:5000/") == "http://example.com:5000"
-    assert O.ollama_host("https://example.com") == "https://example.com:443"
-    assert O.ollama_host("[::1]:8080") == "http://[::1]:8080"
+    assert J._ollama_host() == "http://localhost:11434"
+    assert J._ollama_host("0.0.0.0") == "http://0.0.0.0:11434"
+    assert J._ollama_host("example.com:5000/") == "http://example.com:5000"
+    assert J._ollama_host("https://example.com") == "https://example.com:443"
+    assert J._ollama_host("[::1]:8080") == "http://[::1]:8080"
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:1234")
-    assert O.ollama_host() == "http://127.0.0.1:1234"
+    assert J._ollama_host() == "http://127.0.0.1:1234"
     with pytest.raises(ValueError, match="http"):
-        O.ollama_host("ftp://example.com")
+        J._ollama_host("ftp://example.com")
 
 
 def test_probe_reaches_fake_server_via_ollama_host(fake_ollama, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{fake_ollama.port}")  # no scheme, as Ollama
-    status = O.probe_ollama()
+    status = J.probe_ollama()
     assert status.server_reachable and status.version == FAKE_VERSION
     assert status.host == fake_ollama.url
     assert isinstance(status.process_found, bool)
     assert "answers (version 0.0.0-fake)" in str(status)
-    assert O.ollama_running() is True
+    assert J.probe_ollama().server_reachable is True
 
 
 def test_probe_on_closed_port(closed_port, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{closed_port}")
-    status = O.probe_ollama(timeout=0.5)
+    status = J.probe_ollama(timeout=0.5)
     assert not status.server_reachable and status.version is None
     assert "does not answer" in str(status)
-    assert O.ollama_running(timeout=0.5) is False
+    assert J.probe_ollama(timeout=0.5).server_reachable is False
 
 
 class _Proc:
@@ -331,15 +329,15 @@ def test_find_ollama_process(monkeypatch):
     import psutil
 
     monkeypatch.setattr(psutil, "process_iter", lambda attrs: iter([_Proc("bash"), _Proc(None)]))
-    assert O.find_ollama_process() is False
+    assert J._find_ollama_process() is False
     monkeypatch.setattr(psutil, "process_iter", lambda attrs: iter([_Proc(None), _Proc("Ollama")]))
-    assert O.find_ollama_process() is True
+    assert J._find_ollama_process() is True
 
     def denied(attrs):
         raise psutil.AccessDenied()
 
     monkeypatch.setattr(psutil, "process_iter", denied)
-    assert O.find_ollama_process() is False
+    assert J._find_ollama_process() is False
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,9 +384,9 @@ def test_embedding_judge_rescales_against_unrelated_pairs(embedding_judge):
     try:
         baseline = embedding_judge.calibrate(texts)
         assert 0.0 < baseline < 0.5  # unrelated English sentences are not orthogonal
-        pairs = J.unrelated_pairs(texts)
+        pairs = J._unrelated_pairs(texts)
         assert len(pairs) == len(texts) and all(a != b for a, b in pairs)
-        assert embedding_judge.score(_entry(UNRELATED)) == J.similarity_to_score(raw, baseline)
+        assert embedding_judge.score(_entry(UNRELATED)) == J._similarity_to_score(raw, baseline)
         assert embedding_judge.score(_entry(REFERENCE)) >= 95  # identical texts stay at the top
     finally:
         embedding_judge.baseline = 0.0
@@ -412,15 +410,15 @@ def test_rouge_l_judge():
 
 
 def test_similarity_to_score():
-    assert J.similarity_to_score(-0.4) == 0
-    assert J.similarity_to_score(0.125) == 13  # halves round up
-    assert J.similarity_to_score(0.5) == 50
-    assert J.similarity_to_score(1.0000002) == 100
-    assert J.similarity_to_score(0.2, baseline=0.2) == 0
-    assert J.similarity_to_score(0.6, baseline=0.2) == 50
-    assert J.similarity_to_score(1.0, baseline=0.2) == 100
+    assert J._similarity_to_score(-0.4) == 0
+    assert J._similarity_to_score(0.125) == 13  # halves round up
+    assert J._similarity_to_score(0.5) == 50
+    assert J._similarity_to_score(1.0000002) == 100
+    assert J._similarity_to_score(0.2, baseline=0.2) == 0
+    assert J._similarity_to_score(0.6, baseline=0.2) == 50
+    assert J._similarity_to_score(1.0, baseline=0.2) == 100
     with pytest.raises(ValueError, match="baseline"):
-        J.similarity_to_score(0.5, baseline=1.0)
+        J._similarity_to_score(0.5, baseline=1.0)
 
 
 def test_offline_judges_are_calibrated_on_the_texts_given():
@@ -449,7 +447,7 @@ class _ListJudge:
 def test_score_responses_summary_and_file(tmp_path):
     records = [ENTRY] * 4
     responses = tmp_path / "instruction-data-with-response.json"
-    scores, summary = S.score_responses(
+    scores, summary = J.score_responses(
         records, _ListJudge([90, None, 40, 71]), path=responses, progress=False
     )
     assert scores == [90, None, 40, 71]
@@ -464,17 +462,17 @@ def test_score_responses_summary_and_file(tmp_path):
         "max": 90,
     }
     saved = tmp_path / "instruction-data-with-response-scores.json"
-    assert S.scores_path(responses) == saved
+    assert J.scores_path(responses) == saved
     written = json.loads(saved.read_text())
     assert written["summary"] == summary and written["scores"] == scores and written["complete"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [saved.name]  # no temporary file left
 
 
 def test_score_responses_all_invalid_and_bad_record():
-    scores, summary = S.score_responses([ENTRY], _ListJudge([None]), progress=False)
+    scores, summary = J.score_responses([ENTRY], _ListJudge([None]), progress=False)
     assert scores == [None] and summary["invalid"] == 1 and summary["mean"] is None
     with pytest.raises(ValueError, match="record 1.*model_response"):
-        S.score_responses(
+        J.score_responses(
             [ENTRY, {"instruction": "x", "input": "", "output": "y"}],
             J.RougeLJudge(),
             progress=False,
@@ -484,7 +482,7 @@ def test_score_responses_all_invalid_and_bad_record():
 def test_score_responses_with_ollama_judge(fake_ollama, tmp_path):
     fake_ollama.replies.extend(["90", "no idea", "still no idea", "Score: 40"])
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5)
-    scores, summary = S.score_responses([ENTRY] * 3, judge, path=tmp_path / "r.json")
+    scores, summary = J.score_responses([ENTRY] * 3, judge, path=tmp_path / "r.json")
     assert scores == [90, None, 40]
     assert (summary["n"], summary["invalid"], summary["mean"]) == (3, 1, 65.0)
     assert summary["judge"] == judge.name and "llama3" in judge.name
@@ -506,7 +504,7 @@ def test_reply_that_is_a_json_list_raises_clear_error(fake_ollama):
     """Probe: an Ollama reply whose JSON is a list gave a raw TypeError."""
     fake_ollama.replies.append(LIST_JSON)
     judge = J.OllamaJudge(host=fake_ollama.url, timeout=5)
-    with pytest.raises(O.OllamaUnavailableError, match="unreadable reply"):
+    with pytest.raises(J.OllamaUnavailableError, match="unreadable reply"):
         judge.score(ENTRY)
 
 
@@ -518,7 +516,7 @@ class _FailingJudge:
 
     def score(self, entry):
         if self.calls == self.fail_at:
-            raise O.OllamaUnavailableError("the server went away")
+            raise J.OllamaUnavailableError("the server went away")
         self.calls += 1
         return self.scores.pop(0)
 
@@ -530,27 +528,27 @@ def _records(n):
 def test_failure_at_record_k_keeps_the_finished_scores(tmp_path):
     """Probe: score_responses wrote only at the end; a failure at record k lost every score."""
     responses, records = tmp_path / "r.json", _records(5)
-    with pytest.raises(O.OllamaUnavailableError):
-        S.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
-    saved = json.loads(S.scores_path(responses).read_text())
+    with pytest.raises(J.OllamaUnavailableError):
+        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    saved = json.loads(J.scores_path(responses).read_text())
     assert saved["scores"] == [10, None, 30] and saved["complete"] is False
 
 
 def test_rerun_with_the_same_judge_scores_only_the_missing_records(tmp_path):
     responses, records = tmp_path / "r.json", _records(5)
-    with pytest.raises(O.OllamaUnavailableError):
-        S.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
+    with pytest.raises(J.OllamaUnavailableError):
+        J.score_responses(records, _FailingJudge("j", [10, None, 30], fail_at=3), responses, False)
     rest = _FailingJudge("j", [40, 50])
-    scores, summary = S.score_responses(records, rest, responses, progress=False)
+    scores, summary = J.score_responses(records, rest, responses, progress=False)
     assert scores == [10, None, 30, 40, 50] and rest.calls == 2
-    assert summary["n"] == 5 and json.loads(S.scores_path(responses).read_text())["complete"]
+    assert summary["n"] == 5 and json.loads(J.scores_path(responses).read_text())["complete"]
 
 
 def test_another_judge_or_other_records_start_afresh(tmp_path):
     responses, records = tmp_path / "r.json", _records(3)
-    S.score_responses(records, _FailingJudge("j", [1, 2, 3]), responses, progress=False)
+    J.score_responses(records, _FailingJudge("j", [1, 2, 3]), responses, progress=False)
     other = _FailingJudge("k", [7, 8, 9])
-    assert S.score_responses(records, other, responses, progress=False)[0] == [7, 8, 9]
+    assert J.score_responses(records, other, responses, progress=False)[0] == [7, 8, 9]
     changed = [*records[:2], {**records[2], "model_response": "new"}]
     again = _FailingJudge("k", [4, 5, 6])
-    assert S.score_responses(changed, again, responses, progress=False)[0] == [4, 5, 6]
+    assert J.score_responses(changed, again, responses, progress=False)[0] == [4, 5, 6]

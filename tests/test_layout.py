@@ -8,6 +8,7 @@ included: a lazy or type-only import cannot hide a cycle.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gpt2lib"
@@ -151,3 +152,45 @@ def test_no_module_level_registry_decides_a_code_path() -> None:
                 if name in ("WeakKeyDictionary", "WeakValueDictionary", "WeakSet"):
                     found.append(f"{module_name(path)}: {name}")
     assert found == []
+
+
+def test_no_private_name_crosses_modules() -> None:
+    """A helper two modules share is public (or lives where both can use it as their own)."""
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("gpt2lib")):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private:
+                    crossing.append(f"{module_name(path)}: {node.module} {private}")
+    assert crossing == []
+
+
+def _requirement_names() -> set[str]:
+    names = set()
+    for line in (PACKAGE.parent / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(re.split(r"[=<>;\[ ]", line)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_chapters_import_only_the_library_and_the_requirements() -> None:
+    """No chapter imports tools/, tests/ or anything requirements.txt does not name."""
+    import importlib.metadata
+    import json
+    import sys
+
+    dists = importlib.metadata.packages_distributions()
+    required = _requirement_names()
+    outside = {}
+    for notebook in sorted((PACKAGE.parent / "book").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for top in set(re.findall(r"^\s*(?:from|import)\s+(\w+)", code, re.M)):
+            if top in sys.stdlib_module_names or top == "gpt2lib":
+                continue
+            names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+            if not names & required:
+                outside.setdefault(notebook.name, []).append(top)
+    assert outside == {}

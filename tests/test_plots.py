@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gpt2lib.history import History  # noqa: E402
+from gpt2lib.checkpoint import History  # noqa: E402
 from gpt2lib.plots import (  # noqa: E402
     plot_activation_functions,
     plot_attention_heatmap,

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from gpt2lib.history import History  # noqa: E402
+from gpt2lib.checkpoint import History  # noqa: E402
 from gpt2lib.plots import plot_losses  # noqa: E402
 
 

@@ -11,11 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.checkpoint import load_checkpoint, save_checkpoint
+from gpt2lib.checkpoint import History, RunState, load_checkpoint, save_checkpoint
 from gpt2lib.data.text import SlidingWindowDataset
 from gpt2lib.distributed import EpochSampler
 from gpt2lib.files import FileFormatError
-from gpt2lib.history import History, RunState
 from gpt2lib.loss import calc_loss_batch, calc_loss_kept, calc_loss_loader, lm_loss, perplexity
 from gpt2lib.train import TrainConfig, build_optimizer, lr_at, train
 

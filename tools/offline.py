@@ -1,5 +1,6 @@
-"""The offline world: the environment the test suite, the chapter executor, the rehearsal and the
-GPU check run in, where no download leaves the machine.
+"""The offline world: where the tests, the chapter executor, the rehearsal and the GPU check run.
+
+No download leaves the machine there.
 
 The library reads canonical URLs and knows nothing of a checkout's ``../shared``;
 :func:`offline_environment` points it there. Where there is none (a fresh clone), the assets

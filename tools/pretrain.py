@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import tiktoken
     from torch.utils.data import DataLoader
 
-    from gpt2lib.history import History
+    from gpt2lib.checkpoint import History
     from gpt2lib.train import TrainConfig
 
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are", "KING HENRY:\nNow, my lords,")

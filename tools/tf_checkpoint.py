@@ -24,7 +24,6 @@ from gpt2lib.model import GPTModel
 from gpt2lib.weights import (
     DESCRIPTION_FILE,
     GPT2_VOCAB_SIZE,
-    _import_tensorflow,
     check_names,
     hparams_from_config,
     openai_params_from_gpt,
@@ -78,7 +77,9 @@ def write_openai_checkpoint(
     else:
         raise TypeError(f"expected a GPTModel or a params dict, got {type(model_or_params)}")
     ckpt_dir = Path(ckpt_dir)
-    tf = _import_tensorflow()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+    import tensorflow as tf
+
     with atomic_dir(ckpt_dir, overwrite) as tmp:
         _save_tf1_checkpoint(tf, params, tmp / "model.ckpt")
         (tmp / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
