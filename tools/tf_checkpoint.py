@@ -77,7 +77,8 @@ def write_openai_checkpoint(
     else:
         raise TypeError(f"expected a GPTModel or a params dict, got {type(model_or_params)}")
     ckpt_dir = Path(ckpt_dir)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up messages
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
     with atomic_dir(ckpt_dir, overwrite) as tmp:
