@@ -1,22 +1,4 @@
-"""Self-attention as GPT-2 uses it: the fused multi-head layer, masks, attention weights.
-
-Notation (used in the shape comments of every module):
-
-    B   batch size                  T   sequence length (tokens)
-    C   embedding size (emb_dim)    nh  number of heads
-    hs  head size, C // nh          S   length of the keys (T, or more with a KV cache)
-
-The teaching steps that lead here (attention without weights, one head, a causal head, heads
-in a loop) live in :mod:`gpt2lib.teaching`; the model never uses them.
-:class:`MultiHeadAttention` is the production layer: one fused query/key/value projection
-(``c_attn``, OpenAI's name), all heads in one batched call to
-:func:`torch.nn.functional.scaled_dot_product_attention`, and an explicit-mask path that also
-returns the attention weights, for plots. Vaswani et al. (2017), "Attention Is All You Need".
-
-With a :class:`~gpt2lib.kv_cache.KVCache` the keys are longer than the queries (S > T): the
-T new queries sit at key positions ``S - T .. S - 1``. :func:`causal_mask` builds the boolean
-mask for that case and for left-padded batches, where padding keys must not be attended to.
-"""
+"""Self-attention as GPT-2 uses it: the fused multi-head layer, masks, attention weights."""
 
 from __future__ import annotations
 

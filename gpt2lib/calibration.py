@@ -1,19 +1,4 @@
-"""Does a judge's 0-100 scale mean something? Known answers, paired differences, agreement.
-
-A judge's mean score only means something next to scores of answers whose quality is known.
-:func:`calibration_scores` scores, per test record, an empty answer (must be 0), the reference
-answer itself (must be near 100), and another record's reference (an answer about something
-else: must be low), beside the answers of the models being compared. Between two models
-answering the same prompts, :func:`paired_bootstrap` gives the mean difference with a
-bootstrap confidence interval (Efron & Tibshirani, 1993), resampling prompts, so that the
-interval says whether the difference could be luck of the draw of prompts.
-:func:`rank_correlation` (Spearman's) says how far two judges order answers alike.
-
-Where right and wrong are known (the procedural tasks of :mod:`gpt2lib.data.tasks`), a judge
-can be checked against the truth: :func:`roc_auc` is the chance that it scores a random right
-answer above a random wrong one (ties count half), and :func:`best_threshold` the accuracy of
-the best cut "score >= t means right", with that t.
-"""
+"""Does a judge's 0-100 scale mean something? Known answers, paired differences, agreement."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""A training run's record and state (:class:`History`, :class:`RunState`), and its checkpoints.
-
-A checkpoint holds the weights, the optimizer, where the run stands (step, history, position in
-the data), every process's random state (dropout), and the settings and data layout that define
-the run, so that :func:`gpt2lib.train.train` resumes a run exactly after comparing them. Saving
-is atomic; loading checks everything before it assigns anything.
-"""
+"""A training run's record and state (:class:`History`, :class:`RunState`), and its checkpoints."""
 
 from __future__ import annotations
 

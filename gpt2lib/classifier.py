@@ -1,32 +1,4 @@
-"""Turn a GPT model into a text classifier: a small output head read at one position.
-
-Raschka's *Build a Large Language Model (From Scratch)*, ch. 6 and appendix E, replace GPT-2's
-vocabulary-sized output layer by a ``Linear(emb_dim, num_classes)`` head and read its output at
-one position of the sequence. With causal attention only the *last* position has seen every
-token, so that is where the class is read. Two choices of "last":
-
-- ``pool="last_real"`` (our default): the last token of the message itself. The data is padded
-  on the right (:class:`~gpt2lib.data.spam.SpamDataset`), and causal attention never lets a
-  token see the padding after it, so the logits at the last real token are exactly those of the
-  unpadded message: a batch gives the same answer as one message at a time.
-- ``pool="last"`` (the book's choice): the last position of the padded row. For every message
-  shorter than the longest one that position is a pad token (``<|endoftext|>``) whose output has
-  attended to the message *and* to a run of pads; the model has to learn to read through them.
-
-How much to train (:func:`add_classification_head`'s ``method``): ``"lora"`` freezes the
-pretrained weights and trains low-rank adapters on every linear layer, the new head included
-(:mod:`gpt2lib.lora`; Hu et al., 2022); ``"last_block"`` is the book's chapter-6 recipe, which
-trains the last transformer block, the final LayerNorm and the head; ``"all"`` trains everything.
-
-Batches are ``(input_ids, labels)`` or ``(input_ids, labels, lengths)`` (``SpamDataset(...,
-return_length=True)``); :func:`classification_loss` and :func:`accuracy_eval` plug into
-:func:`gpt2lib.train.train` as ``loss_fn`` and ``eval_fn``::
-
-    model = add_classification_head(model, num_classes=2, method="lora", rank=16, alpha=16)
-    history = train(model, train_loader, val_loader, cfg,
-                    loss_fn=classification_loss, eval_fn=accuracy_eval)
-    classify("You won a prize! Call now", model, tokenizer)   # -> "spam"
-"""
+"""Turn a GPT model into a text classifier: a small output head read at one position."""
 
 from __future__ import annotations
 

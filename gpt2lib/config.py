@@ -1,15 +1,4 @@
-"""The one configuration object of a GPT-2 model, and the named sizes.
-
-The four published sizes follow OpenAI's ``hparams.json`` files (Radford et al., 2019,
-"Language Models are Unsupervised Multitask Learners"); the project names two of its own:
-``GPTConfig.mini()``, the mini GPT-2 it pretrains on Tiny Shakespeare (:mod:`gpt2lib.mini`),
-and ``GPTConfig.tiny()``, the smallest model worth testing. Any field can be overridden with
-keyword arguments or :func:`dataclasses.replace`::
-
-    cfg = GPTConfig.gpt2("124M")
-    small = dataclasses.replace(cfg, context_length=256, drop_rate=0.1)
-    test_model = GPTModel(GPTConfig.tiny(tie_embeddings=True))
-"""
+"""The one configuration object of a GPT-2 model, and the named sizes."""
 
 from __future__ import annotations
 

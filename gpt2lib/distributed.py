@@ -1,18 +1,4 @@
-"""Data-parallel training across processes: what ``torchrun`` sets up, and how data is sharded.
-
-``torchrun --nproc_per_node=N script.py`` starts N copies of a script and tells each who it is
-through environment variables (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
-``MASTER_PORT``). Each copy holds the whole model, trains on its own shard of every batch, and
-:class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients across copies
-before each optimizer step, so all copies keep identical weights (Li et al., 2020, "PyTorch
-Distributed: Experiences on Accelerating Data Parallel Training"). :func:`gpt2lib.train.train`
-uses the helpers here, so the same script runs alone or under ``torchrun`` unchanged.
-
-:class:`EpochSampler` gives a data set's indices in an order that depends only on a seed and
-the epoch, takes every ``world_size``-th index for one process (as
-:class:`~torch.utils.data.distributed.DistributedSampler` does), and can start part-way into an
-epoch, which is what an exactly resumable training run needs.
-"""
+"""Data-parallel training across processes: what ``torchrun`` sets up, and how data is sharded."""
 
 from __future__ import annotations
 

@@ -1,25 +1,4 @@
-"""Downloads from canonical URLs, redirected to a mirror by one environment variable.
-
-Every asset is named by its canonical ``https://`` URL. ``GPT2LIB_MIRROR`` (an ``http://`` or
-``file://`` base) sends every request to ``<mirror>/<host>/<path>`` instead, so an offline mirror
-serves exactly what the internet serves. :func:`fetch` keeps what it fetched under
-``cache_dir()/downloads/<host>/<path>``; :func:`download` does the transfer:
-
-- it streams into ``<dest>.part`` and renames that onto ``dest`` only once it is complete and
-  checked (size and sha256 where known), so a file at ``dest`` is never a partial one;
-- it retries transient failures (connection dropped or reset, timeout, HTTP 5xx, 408, 429)
-  with exponential backoff. With a sha256 to check the result, a retry (or a later call)
-  resumes the ``.part`` with an HTTP ``Range`` request, and a resumed file that fails the check
-  is fetched once more from byte zero; without one, every attempt starts from zero, so bytes of
-  two versions of a file are never spliced unnoticed;
-- a body whose length nobody states (no ``Content-Length``, no ``size``, no ``sha256``) is
-  refused: its completeness could not be checked;
-- it raises :class:`DownloadError`, naming the URL and what went wrong (HTTP 404, retries
-  exhausted, a hash or size mismatch, a full disk);
-- it records what it installed (size and sha256, in ``.<name>.download.json`` beside the file),
-  so that :func:`fetch` can tell a complete cached file from a damaged one;
-- requests to a loopback host (a local mirror) never go through ``http_proxy``.
-"""
+"""Downloads from canonical URLs, redirected to a mirror by one environment variable."""
 
 from __future__ import annotations
 

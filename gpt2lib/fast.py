@@ -1,37 +1,4 @@
-"""Fast paths for inference, chosen by measuring them on the device.
-
-bfloat16 weights, weights stored transposed, the compiled static decode step.
-
-The model's float32 path is the reference (it equals Hugging Face's GPT-2 to 1e-4). Two
-switches trade exactness or start-up time for speed:
-
-- **bfloat16** keeps float32's exponent range with an 8-bit mantissa: matrix multiplications
-  run about twice as fast where the hardware has bf16 instructions (CUDA GPUs from Ampere on;
-  x86 CPUs with AVX512-BF16 or AMX) and the weights take half the memory. Logits move by about
-  1 %, so sampled text changes but the top-1 token mostly does not (the benchmark suite
-  measures the agreement).
-- **transposed weight storage** (float32 on a CPU): decoding one token at a time multiplies
-  a vector by each weight matrix, limited by how fast the weights stream from memory, and the
-  CPU kernels PyTorch calls read a weight laid out (in, out) faster than ``nn.Linear``'s
-  (out, in). :func:`transpose_weight_storage` keeps the shapes and values and changes only
-  the memory order (as ``channels_last`` does for images); measured on a 2-core AMD EPYC, it
-  gave about 1.2x the tokens/s at batch 1.
-- **compile**: the static decode step of :mod:`gpt2lib.static_decode`, compiled once and run
-  under CUDA graphs on a GPU. It pays off where launching kernels costs more than running them
-  (a GPU at small batch sizes); compiling takes tens of seconds, so on a CPU, where it gains
-  little, ``"auto"`` does not try it.
-
-Which combination is fastest depends on the device and the batch size (on a 2-core CPU bf16
-decoded 2.4x faster; on an H200 eager bf16 was no faster than float32, and compiling the
-whole model, recompiled at every position, halved the speed). So ``"auto"`` measures: it times
-a short greedy generation with each candidate at each batch size it will be used for, and
-keeps a candidate only if it beats the default float32 path at every one of them.
-:func:`~gpt2lib.generate.generate`'s own defaults stay exact (float32, the KV cache, eager).
-
-The choice is an object, :class:`InferenceSettings`, that the caller holds: it says what was
-chosen and measured, generates with the choice (``settings.generate(idx, n)``, through the
-compiled decoder if one was chosen), and undoes itself (``settings.undo()``).
-"""
+"""Fast paths for inference, chosen by measuring them on the device."""
 
 from __future__ import annotations
 

@@ -1,17 +1,4 @@
-"""Files that are never half-written: atomic writes, a file's sha256, a lock, clear read errors.
-
-Every place in gpt2lib that writes a file a user keeps (a saved model, a checkpoint, scores,
-downloads, caches) goes through this module, so the habits live in one place:
-
-- :func:`atomic_path` yields a temporary name in the target's folder; once the block ends
-  without an exception the file is synced and renamed over the target with :func:`os.replace`,
-  so a reader sees the old file or the new one, never a mix. A temporary left behind by a
-  killed process (``.<name>.<pid>.<random>.tmp``) is removed by the next write of that file.
-- :func:`atomic_dir` does the same for a whole directory: the old one is set aside, the new one
-  renamed in, the old one removed; a directory a crash left set aside is put back next time.
-- :func:`read_text` and :func:`read_json` read a file a user handed us, and raise
-  :class:`FileFormatError` naming the file and what is wrong.
-"""
+"""Files that are never half-written: atomic writes, a file's sha256, a lock, clear read errors."""
 
 from __future__ import annotations
 

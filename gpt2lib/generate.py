@@ -1,15 +1,4 @@
-"""Turning next-token logits into text: greedy decoding, temperature, top-k and top-p sampling.
-
-Top-k sampling: Fan et al. (2018), "Hierarchical Neural Story Generation"; top-p (nucleus)
-sampling: Holtzman et al. (2020), "The Curious Case of Neural Text Degeneration".
-
-:func:`generate` uses a :class:`~gpt2lib.kv_cache.KVCache` by default: one *prefill* pass over
-the prompt, then one token per step. GPT-2's positions are absolute, so once the sequence is
-longer than the context a sliding window shifts every position and no cached key stays valid;
-from then on each step re-runs the window of the last ``context_length`` tokens (a prefill of
-the window), exactly what the uncached loop computes. Prompts of different lengths decode
-together when left-padded with an ``attention_mask`` (see :func:`generate_batch`).
-"""
+"""Turning next-token logits into text: greedy decoding, temperature, top-k and top-p sampling."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""Hugging Face's GPT-2 format, in and out of :class:`~gpt2lib.model.GPTModel`.
-
-``transformers``' ``GPT2LMHeadModel`` names its parameters as OpenAI's checkpoint does (and so as
-ours do, see :mod:`gpt2lib.weights`), under a ``transformer.`` prefix, and keeps each linear
-layer as a ``Conv1D`` whose weight is stored ``[in, out]``: loading is the same table with one
-transpose. :func:`load_hf_safetensors` reads a ``model.safetensors`` file (from the hub, through
-:mod:`gpt2lib.download`, or from disk); :func:`export_hf` writes one that
-``GPT2LMHeadModel.from_pretrained`` loads. ``safetensors`` is imported inside the functions
-that need it.
-"""
+"""Hugging Face's GPT-2 format, in and out of :class:`~gpt2lib.model.GPTModel`."""
 
 from __future__ import annotations
 

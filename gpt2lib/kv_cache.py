@@ -1,19 +1,4 @@
-"""The key/value cache: what a decoder remembers between generation steps.
-
-Generating token ``t + 1`` needs every layer's keys and values for tokens ``0..t``. Without a
-cache the model recomputes all of them at each step; with one it computes them once (the
-*prefill* over the prompt), stores them, and afterwards feeds only the newest token, whose
-query attends to the stored keys. Each step then costs one token's worth of work instead of
-``t`` tokens'. See Pope et al. (2023), "Efficiently Scaling Transformer Inference", and the
-``past_key_values`` of Hugging Face's ``modeling_gpt2.py``::
-
-    layer i:  keys[i]    (B, nh, max_len, hs)   [k_0 k_1 ... k_{length-1} | free ......]
-              values[i]  (B, nh, max_len, hs)   [v_0 v_1 ... v_{length-1} | free ......]
-
-The tensors are allocated once, at their full size, so a step writes in place instead of
-concatenating (and copying) the whole history. ``length`` counts the filled slots; it is the
-same for every layer and advances after the last layer has written.
-"""
+"""The key/value cache: what a decoder remembers between generation steps."""
 
 from __future__ import annotations
 

@@ -1,39 +1,4 @@
-"""LoRA: fine-tune a frozen linear layer through a trainable low-rank update.
-
-Low-Rank Adaptation (Hu et al., 2022, "LoRA: Low-Rank Adaptation of Large Language Models")
-leaves a pretrained weight ``W`` untouched and learns a correction of rank ``r``, the product of a
-thin matrix ``A`` and a flat matrix ``B``, scaled by ``alpha / r``::
-
-                    x  (..., in)
-                    |
-          +---------+----------+
-          |                    |
-    +-----------+        +-----------+
-    |     W     |        |     A     |  (in, r)   Kaiming-uniform, trained
-    |  frozen   |        +-----------+
-    | (out, in) |              |         r << min(in, out)
-    +-----------+        +-----------+
-          |              |     B     |  (r, out)  zeros, trained
-          |              +-----------+
-          |                    |
-          |               * alpha / r
-          +------- (+) --------+
-                    |
-                    h  (..., out)
-
-    h = x W^T + b  +  (alpha / r) * x A B          merged:  W <- W + (alpha / r) * (A B)^T
-
-``A`` is stored as ``(in, r)`` and ``B`` as ``(r, out)``, so the update reads left to right on row
-vectors, ``x @ A @ B``, as in Raschka's *Build a Large Language Model (From Scratch)*, appendix E.
-(Hu et al. and peft write ``W + BA`` with the transposed shapes; the numbers are the same.)
-Because ``B`` starts at zero, a freshly wrapped model computes exactly what it did before.
-
-The LoRA model is the same :class:`~gpt2lib.model.GPTModel`: :func:`apply_lora` swaps chosen
-``nn.Linear`` modules for :class:`LinearWithLoRA` in place, :func:`mark_only_lora_as_trainable`
-freezes the rest, and :func:`merge_lora` folds the update into the base weights so inference costs
-nothing extra. Compare Microsoft's ``loralib``, Hugging Face ``peft`` (``tuners/lora/layer.py``)
-and litgpt's ``lora.py``.
-"""
+"""LoRA: fine-tune a frozen linear layer through a trainable low-rank update."""
 
 from __future__ import annotations
 

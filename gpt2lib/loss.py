@@ -1,12 +1,4 @@
-"""The language-modelling loss: next-token cross-entropy, of a batch and over a loader.
-
-Three jobs, one function each: :func:`lm_loss` is the arithmetic (logits against targets),
-:func:`calc_loss_batch` runs the model on one ``(inputs, targets)`` batch (it is
-:func:`gpt2lib.train.train`'s default ``loss_fn``; :func:`calc_loss_kept` is the same loss
-computed at the counted positions only), and :func:`calc_loss_loader` averages it
-over batches without gradients. :func:`perplexity` turns a loss into a number of choices.
-Compare chapter 5 of Raschka, *Build a Large Language Model (From Scratch)*.
-"""
+"""The language-modelling loss: next-token cross-entropy, of a batch and over a loader."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""The mini GPT-2 this project pretrained on Tiny Shakespeare, committed in the package.
-
-GPT-2's tokenizer and architecture (Radford et al., 2019) at 7.26 M parameters: 128-dim
-embeddings, 4 layers of 4 heads, a context of 256 tokens, the output head tied to the token
-embedding. It is not OpenAI's GPT-2; the book's offline profile uses it where a model that has
-learned something beats random weights. ``tools/pretrain.py`` trains it again; the manifest
-saved with it (the save's ``extra``) records how it was made.
-"""
+"""The mini GPT-2 this project pretrained on Tiny Shakespeare, committed in the package."""
 
 from __future__ import annotations
 

@@ -1,18 +1,4 @@
-"""The GPT-2 model: embeddings, a stack of pre-LayerNorm transformer blocks, an output head.
-
-Follows OpenAI's GPT-2 (Radford et al., 2019) and its TensorFlow ``model.py``; submodule names
-are the checkpoint's (``wte``, ``wpe``, ``h.N.ln_1``, ``attn.c_attn``, ``mlp.c_fc``, ``ln_f``), so
-loading weights is a table, not a puzzle (see :mod:`gpt2lib.weights`). Compare Hugging Face's
-``modeling_gpt2.py`` and nanoGPT's ``model.py``.
-
-The model uses PyTorch's fused ``nn.LayerNorm`` and ``F.gelu(approximate="tanh")``; the same
-functions written out by hand, for teaching, are in :mod:`gpt2lib.teaching`.
-
-``GPTModel.forward`` maps ids to logits; it also takes a :class:`~gpt2lib.kv_cache.KVCache`
-(the new tokens continue the cached ones) and an ``attention_mask`` for left-padded batches
-(Hugging Face's convention: 1 = real token, 0 = padding). ``hidden`` and ``head`` are its two
-halves, for callers that need the logits of a few positions only.
-"""
+"""The GPT-2 model: embeddings, a stack of pre-LayerNorm transformer blocks, an output head."""
 
 from __future__ import annotations
 

@@ -1,14 +1,4 @@
-"""What a chapter shows on its page besides printed output.
-
-- :func:`glue`: numbers for the prose. A chapter computes a value and glues it; the page's text
-  shows it with ``{glue:text}`name``` (myst-nb), so the prose cannot drift from the output.
-  Where myst-nb is not installed (a chapter opened in Colab, where there is no website to
-  build), gluing does nothing and the chapter runs the same.
-- :func:`show_source`: the library's own code, highlighted, with its indentation, instead of a
-  second copy pasted into the chapter.
-- :func:`label_figures`: figures shown as PNGs that record the size of their smallest text, so
-  that ``scripts/check_pages.py`` can tell whether the page shows that text large enough to read.
-"""
+"""What a chapter shows on its page besides printed output."""
 
 from __future__ import annotations
 

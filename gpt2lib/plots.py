@@ -1,9 +1,4 @@
-"""Small matplotlib helpers for the book's figures.
-
-Each function draws on an ``ax`` it is given (or on a new figure) and returns the Axes or
-Figure, so a chapter can combine panels and decide when to ``plt.show()``. matplotlib is
-imported inside the functions: ``import gpt2lib`` stays light.
-"""
+"""Small matplotlib helpers for the book's figures."""
 
 from __future__ import annotations
 

@@ -1,32 +1,4 @@
-"""Save a fine-tuned model and load it back: ``model.safetensors`` + ``config.json``.
-
-The weights go into a `safetensors <https://huggingface.co/docs/safetensors>`_ file (plain
-tensors, no pickled code, safe to load from anywhere); ``config.json`` holds what is needed to
-rebuild the same module structure before the weights are loaded:
-
-- ``gpt_config``: the :class:`~gpt2lib.config.GPTConfig`;
-- ``head``: ``null`` for a language-model head, else ``{"num_classes": K}`` for a
-  classification head (:func:`gpt2lib.classifier.add_classification_head`);
-- ``lora``: ``null``, or the rank, alpha, wrapped layers and merged layers of
-  :mod:`gpt2lib.lora`;
-- ``extra``: any JSON metadata of the caller's (labels, training settings, ...).
-
-It works the same for a plain :class:`~gpt2lib.model.GPTModel`, a classifier and a LoRA model
-(merged or not), so the spam and instruction-tuning chapters share it::
-
-    save_model(model, "spam-classifier", extra={"labels": ["ham", "spam"]})
-    model = load_model("spam-classifier")
-    load_model_config("spam-classifier")["extra"]["labels"]    # ['ham', 'spam']
-
-Each file is written under a temporary name and renamed into place
-(:func:`gpt2lib.files.atomic_path`), weights first. The weights file also carries a copy of the
-config and a sha256 of its tensors in its metadata, and both files carry the same random
-``save_id``. So the directory always holds a loadable model: a crash *between* the two renames
-leaves the new weights beside the old ``config.json``, whose ``save_id`` then differs, and
-:func:`load_model` uses the config inside the weights file instead (the new model); a crash
-before the first rename leaves the old model untouched. Bytes flipped on disk fail the checksum
-with an error naming the file.
-"""
+"""Save a fine-tuned model and load it back: ``model.safetensors`` + ``config.json``."""
 
 from __future__ import annotations
 

@@ -1,32 +1,4 @@
-"""A decode step with static shapes: compiled once, replayed as a CUDA graph.
-
-Decoding one token of a 124M model at batch 1 is about 150 small kernels (13 per block, 12
-blocks, the head). On a GPU each takes a few microseconds to run but about as long again for
-Python and PyTorch to launch, so the GPU mostly waits for the CPU. ``torch.compile`` fuses the
-element-wise kernels, and a *CUDA graph* records the whole step once and afterwards launches
-it as one unit: the CPU cost of a step becomes one call, whatever the number of kernels.
-
-Both need a step whose shapes and control flow never change. The default path
-(:func:`gpt2lib.generate.generate` with a :class:`~gpt2lib.kv_cache.KVCache`) does not have
-one: the keys grow by one position per step and the cache length is a Python int, so every
-step would be a new graph. Here instead:
-
-- the cache is allocated once at its full length ``max_len`` and every step attends over all
-  of it; a mask hides the slots not written yet (and the left padding of shorter prompts);
-- the slot to write, each row's position and the mask are tensors, so one graph serves every
-  step of a generation, and every later generation with the same batch size and ``max_len``
-  (lengths are rounded up to a multiple of :data:`BUCKET`, and the cache tensors are reused);
-- the prefill over the prompt runs through the ordinary :meth:`GPTModel.forward`, compiled
-  separately with dynamic shapes, since prompts vary in length.
-
-On CUDA the step is compiled with ``mode="reduce-overhead"`` (CUDA graphs); elsewhere with the
-default mode. The same idea is Hugging Face's ``StaticCache`` with ``torch.compile`` and
-gpt-fast's decoding loop. In float32 the greedy tokens equal the default path's.
-
-A :class:`StaticDecoder` belongs to one model and holds its compiled code and cache tensors;
-``decoder.generate(idx, n)`` decodes through them with :func:`gpt2lib.generate.generate`'s
-arguments and loop (:func:`gpt2lib.generate.decode`). Nothing is registered anywhere.
-"""
+"""A decode step with static shapes: compiled once, replayed as a CUDA graph."""
 
 from __future__ import annotations
 

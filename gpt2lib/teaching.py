@@ -1,17 +1,4 @@
-"""The teaching versions: the simple forms of ideas the library implements in production form.
-
-Chapter 1 builds self-attention step by step and chapter 2 writes LayerNorm and GELU by hand;
-these classes are those steps, kept so the chapters can show them and the tests can check them
-against the production code. The model never uses them:
-
-- :func:`simple_attention` (no weights), :class:`SelfAttention` (trainable query, key and value
-  projections, scaled dot product), :class:`CausalAttention` (mask and dropout) and
-  :class:`MultiHeadAttentionWrapper` (one ``CausalAttention`` per head, run in a loop), as in
-  chapter 3 of Raschka, *Build a Large Language Model (From Scratch)*; the production layer is
-  :class:`gpt2lib.attention.MultiHeadAttention`;
-- :class:`LayerNorm` and :class:`GELU`, which compute what ``nn.LayerNorm`` and
-  ``F.gelu(approximate="tanh")`` compute inside :class:`gpt2lib.model.GPTModel`.
-"""
+"""The teaching versions: the simple forms of ideas the library implements in production form."""
 
 from __future__ import annotations
 

@@ -1,30 +1,4 @@
-"""GPT-2's tokenizer: byte-level BPE written from scratch, training a small one, and tiktoken's.
-
-Byte-pair encoding (Sennrich et al., 2016, after Gage, 1994) starts from single symbols and
-repeatedly merges the most frequent adjacent pair into a new symbol. GPT-2 (Radford et al.,
-2019, sec. 2.2) runs it on *bytes*, so that any text, in any script, with emoji or typos,
-encodes without an "unknown" token. Three pieces, as in OpenAI's ``encoder.py``:
-
-1. **The byte table** (:func:`bytes_to_unicode`): each of the 256 byte values gets a printable
-   character, so that merges can be stored as text (``vocab.bpe``) and looked up as strings
-   (``encoder.json``). Printable bytes stand for themselves; the others (space, newline, control
-   bytes, ...) are shifted past 255: the space becomes ``Ġ`` (U+0120).
-2. **The pre-tokenizer** (:data:`GPT2_PATTERN`): a regular expression splits text into words,
-   numbers, punctuation runs and whitespace, each with at most one leading space, so that no
-   merge ever crosses a word boundary ("dog." and "dog!" share the token " dog").
-3. **Merging by rank** (:meth:`BPETokenizer.bpe`): within a word, the adjacent pair with the
-   lowest rank in ``vocab.bpe`` (the earliest learned) is merged, everywhere in the word, until
-   no pair of the word has a rank. Words repeat, so each word's result is cached.
-
-:class:`BPETokenizer` gives exactly tiktoken's ``gpt2`` token IDs (the tests check it on the
-book's texts and on Unicode, emoji, whitespace runs, contractions, numbers and code);
-:func:`train_bpe` learns merges from raw bytes, the way Karpathy's minbpe does, so that one can
-see where ``vocab.bpe`` comes from. The rest of the book uses tiktoken (:func:`get_tokenizer`),
-which computes the same IDs in Rust. tiktoken's ``gpt2`` encoding reads ``encoder.json`` and
-``vocab.bpe`` from OpenAI's blob store into its cache; :func:`get_tokenizer` fetches them through
-:mod:`gpt2lib.download` first (so ``GPT2LIB_MIRROR`` applies, and each file is checked against
-the sha256 tiktoken expects) and places them where tiktoken looks.
-"""
+"""GPT-2's tokenizer: byte-level BPE written from scratch, training a small one, and tiktoken's."""
 
 from __future__ import annotations
 

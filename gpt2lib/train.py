@@ -1,18 +1,4 @@
-"""The training loop every chapter uses: loss, schedule, evaluation, checkpoints, DDP.
-
-Pretraining, classification and instruction tuning differ only in the loss of a batch, so
-:func:`train` takes it as ``loss_fn(model, batch, device)`` (default: next-token cross-entropy,
-Raschka, *Build a Large Language Model (From Scratch)*, ch. 5); ``eval_fn`` adds metrics. The
-recipe is GPT-2/GPT-3's as nanoGPT writes it: AdamW (Loshchilov & Hutter, 2019) with weight
-decay on matrices only, linear warmup then cosine decay, gradient-norm clipping; only
-parameters with ``requires_grad`` are trained (LoRA trains just its adapters).
-
-An interrupted run resumes exactly (:mod:`gpt2lib.checkpoint`): epoch ``e`` is shuffled with
-``cfg.seed + e`` and the batches an interrupted epoch used are skipped. Under ``torchrun
---nproc_per_node=N`` the same call joins the process group (Gloo on CPU, NCCL on GPU), wraps
-the model in DistributedDataParallel and gives each process every N-th example; a loader's
-``batch_size`` is per process, so the global batch is ``N * b``.
-"""
+"""The training loop every chapter uses: loss, schedule, evaluation, checkpoints, DDP."""
 
 from __future__ import annotations
 

@@ -1,22 +1,4 @@
-"""Pretrained weights: OpenAI's GPT-2 checkpoints, downloaded and loaded into :class:`GPTModel`.
-
-OpenAI released GPT-2 (Radford et al., 2019) as TensorFlow 1 checkpoints, seven files per size
-under ``https://openaipublic.blob.core.windows.net/gpt-2/models/<size>/``. Their variables are
-named like our modules (see :mod:`gpt2lib.model`), so moving weights is one table,
-:data:`BLOCK_NAMES`, plus one rule: OpenAI computes every linear layer as a 1x1 convolution
-(``conv1d`` in their ``model.py``) whose weight ``w`` is stored ``[1, in, out]``, while
-``nn.Linear`` keeps ``[out, in]``, so ``weight = w[0].T``. Hugging Face's ``GPT2Model`` uses the
-same names again, with ``Conv1D`` weights stored ``[in, out]`` (``weight = w.T``).
-
-Parameters travel as a *flat* dict ``{openai_name: numpy array}`` holding each variable exactly as
-the checkpoint stores it (``"model/h0/attn/c_attn/w"`` has shape ``(1, 768, 2304)``), so what
-:func:`load_openai_checkpoint` returns is what ``tf.train.list_variables`` lists.
-
-TensorFlow reads the checkpoints (``pip install gpt2lib[tf]``); it is imported inside the
-function that needs it, so ``import gpt2lib.weights`` stays light. Compare ``gpt_download.py`` and
-``load_weights_into_gpt`` in chapter 5 of Raschka, *Build a Large Language Model (From
-Scratch)*, and nanoGPT's ``GPT.from_pretrained``.
-"""
+"""Pretrained weights: OpenAI's GPT-2 checkpoints, downloaded and loaded into :class:`GPTModel`."""
 
 from __future__ import annotations
 

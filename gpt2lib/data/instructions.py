@@ -1,38 +1,4 @@
-"""Instruction data, the Alpaca prompt format, and batching with loss masking.
-
-Instruction tuning teaches a pretrained model to answer a request. Each record has an
-``instruction``, an optional ``input`` and the wanted ``output``; it is written as one text in
-the prompt format of Stanford Alpaca (Taori et al., 2023), which Raschka's *Build a Large
-Language Model (From Scratch)*, ch. 7, also uses::
-
-    Below is an instruction that describes a task. Write a response that appropriately
-    completes the request.
-
-    ### Instruction:
-    Edit the following sentence for grammar.
-
-    ### Input:
-    He go to the park every day.
-
-    ### Response:
-    He goes to the park every day.
-
-(the first sentence is one line; ``### Input:`` appears only when the input is non-empty).
-
-:func:`collate` pads a batch of token sequences and builds next-token targets in which padding
-is ignored by the loss (``-100``, PyTorch's ``cross_entropy`` default ``ignore_index``), except
-one end-of-text token per item, which teaches the model to stop::
-
-    item [5, 6]            inputs  [5, 6, 50256, 50256, 50256]
-                           targets [6, 50256, -100, -100, -100]
-
-Usage::
-
-    data = load_instructions()                      # 1100 records
-    train, val, test = split_instructions(data)     # [0:935], [1045:1100], [935:1045]
-    ds = InstructionDataset(train, get_tokenizer())
-    loader = DataLoader(ds, batch_size=8, collate_fn=partial(collate, allowed_max_length=1024))
-"""
+"""Instruction data, the Alpaca prompt format, and batching with loss masking."""
 
 from __future__ import annotations
 

@@ -1,19 +1,4 @@
-"""The SMS Spam Collection (Almeida, Gómez Hidalgo and Yamakami, 2011; UCI id 228, CC BY 4.0).
-
-5,574 text messages, each labelled ``ham`` (4,827) or ``spam`` (747). The file is one message per
-line, ``label<TAB>text``, with no header and no quoting. Reading it with
-``pd.read_csv(path, sep="\\t", header=None)``, as many tutorials (and Raschka's book, ch. 6) do,
-lets pandas treat a ``"`` at the start of a field as the start of a quoted field that runs over
-the following lines: some messages swallow their neighbours and pandas reports 4,825 ham.
-:func:`load_sms_spam` splits every line at its first tab instead.
-
-Usage::
-
-    df = load_sms_spam()                      # 5574 rows: Label, Text
-    train, val, test = split(balance(df, seed=123), (0.7, 0.1), seed=123)  # 1045 / 149 / 300
-    train_ds = SpamDataset(train, get_tokenizer())
-    val_ds = SpamDataset(val, get_tokenizer(), max_length=train_ds.max_length)
-"""
+"""The SMS Spam Collection (Almeida, Gómez Hidalgo and Yamakami, 2011; UCI id 228, CC BY 4.0)."""
 
 from __future__ import annotations
 

@@ -1,26 +1,4 @@
-"""A procedural instruction set: tasks whose right answer follows from the input alone.
-
-The book's instruction data asks for facts (who wrote *Pride and Prejudice*?) that a small model
-pretrained on Shakespeare cannot know, so its answers cannot show whether instruction tuning
-works. These tasks can: each record's answer is computed from its input (repeat the words, the
-last word, how many words, which number is larger, ...), so a model that learned the task gets
-it exactly right, and exact match measures it.
-
-Records have the book's fields, ``instruction``, ``input`` and ``output`` (so
-:func:`~gpt2lib.data.instructions.format_input`, ``collate`` and ``generate_responses`` take
-them as they are), plus ``kind``. :func:`make_splits` draws them with a seeded generator; no
-``(instruction, input)`` of the test split occurs in training or validation::
-
-    train, val, test = make_splits()            # seed=123
-    test[0]  # {'instruction': 'Write the last word.', 'input': 'green river stone',
-             #  'output': 'stone', 'kind': 'last word'}
-
-The words are twelve common English words that GPT-2's tokenizer keeps as one token, with or
-without a leading space, so a task is about the words, not about how they are spelled in
-tokens. They are few on purpose: a small model that has no general way to copy a token learns
-to copy each word separately, and with twelve words each occurs hundreds of times in the
-training split.
-"""
+"""A procedural instruction set: tasks whose right answer follows from the input alone."""
 
 from __future__ import annotations
 

@@ -1,23 +1,4 @@
-"""Unlabeled text for pretraining: two public-domain texts and a sliding-window data set.
-
-A language model learns to predict the next token, so a training example is any window of
-``max_length`` consecutive token IDs (the input) together with the same window shifted one token
-to the right (the target). :class:`SlidingWindowDataset` cuts a token sequence into such windows,
-``stride`` tokens apart (Raschka, *Build a Large Language Model (From Scratch)*, ch. 2;
-Karpathy's nanoGPT samples the same windows at random offsets)::
-
-    token ids   t0 t1 t2 t3 t4 t5 t6 t7 t8 ...
-    window 0    [t0 t1 t2 t3]             input,  max_length = 4
-                   [t1 t2 t3 t4]          target
-    window 1             [t4 t5 t6 t7]    input,  stride = 4
-                            [t5 t6 t7 t8] target
-
-Usage::
-
-    text = load_verdict()
-    train_text, val_text = split_by_position(text, train_ratio=0.9)
-    loader = create_dataloader(train_text, batch_size=2, max_length=256, stride=256, seed=123)
-"""
+"""Unlabeled text for pretraining: two public-domain texts and a sliding-window data set."""
 
 from __future__ import annotations
 
