@@ -221,11 +221,17 @@ def attention_weights(model: GPTModel, idx: torch.Tensor) -> torch.Tensor:
     (:meth:`MultiHeadAttention.forward_with_weights`), to look at what the heads attend to.
     """
     with eval_mode(model):
-        x = model.embed(idx, torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
-        weights = []
-        for block in model.h:
-            attended, w = block.attn.forward_with_weights(block.ln_1(x))  # w: (B, nh, T, T)
-            x = x + attended
-            x = x + block.mlp(block.ln_2(x))
-            weights.append(w)
-    return torch.stack(weights)
+        return logits_and_attention(model, idx)[1]
+
+
+def logits_and_attention(model: GPTModel, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`GPTModel.forward`'s logits (B, T, out) and every layer's attention weights
+    (n_layers, B, nh, T, T), in one pass through the explicit attention path."""
+    x = model.embed(idx, torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
+    weights = []
+    for block in model.h:
+        attended, w = block.attn.forward_with_weights(block.ln_1(x))  # w: (B, nh, T, T)
+        x = x + attended
+        x = x + block.mlp(block.ln_2(x))
+        weights.append(w)
+    return model.head(x), torch.stack(weights)  # (B, T, out), (n_layers, B, nh, T, T)

@@ -1,0 +1,56 @@
+"""Write a GPTModel, or a classifier built on one, to ONNX: for ONNX Runtime, e.g. on a web page."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .files import atomic_path
+from .model import GPTModel, eval_mode, logits_and_attention
+
+
+class _LogitsAndAttention(nn.Module):
+    def __init__(self, model: GPTModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits_and_attention(self.model, input_ids)
+
+
+class _Logits(_LogitsAndAttention):
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.model(input_ids)
+
+
+def export_onnx(
+    model: GPTModel, path: str | os.PathLike, *, attention: bool = False, opset: int = 18
+) -> Path:
+    """Write ``model`` (float32, eval mode) to the ONNX file ``path``, atomically; return the path.
+
+    Input ``input_ids`` (1, T) int64, any T up to the context length. Outputs ``logits``
+    (1, T, vocab_size or num_classes) and, with ``attention``, ``attention`` (n_layers, 1, nh, T, T)
+    from the explicit attention path. A tied output layer shares the token embedding's single
+    initializer. Needs the ``onnx`` and ``onnxscript`` packages (``torch.onnx``'s exporter).
+    """
+    if not isinstance(model, GPTModel):
+        raise TypeError(f"export_onnx needs a GPTModel, got {type(model).__name__}")
+    first = next(model.parameters())
+    if first.dtype != torch.float32:
+        raise ValueError(f"export a float32 model (this one is {first.dtype}): call model.float()")
+    wrapper = (_LogitsAndAttention if attention else _Logits)(model)
+    outputs = ["logits", "attention"] if attention else ["logits"]
+    T = torch.export.Dim("T", min=1, max=model.cfg.context_length)
+    example = torch.zeros(1, min(8, model.cfg.context_length), dtype=torch.long, device=first.device)
+    with eval_mode(model), atomic_path(path) as tmp:
+        wrapper.eval()  # the model too; eval_mode restores its mode afterwards
+        program = torch.onnx.export(
+            wrapper, (example,), dynamic_shapes={"input_ids": {1: T}}, input_names=["input_ids"],
+            output_names=outputs, opset_version=opset, dynamo=True, verbose=False,
+            optimize=False,  # constant folding would store a transposed copy of a small tied table
+        )
+        program.save(str(tmp), external_data=False)
+    return Path(path)

@@ -1,0 +1,90 @@
+"""export_onnx: the ONNX file computes what the PyTorch model computes (ONNX Runtime, fp32)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from gpt2lib import GPTConfig, GPTModel
+from gpt2lib.classifier import add_classification_head
+from gpt2lib.model import attention_weights
+from gpt2lib.onnx_export import export_onnx
+
+CFG = GPTConfig(vocab_size=100, context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+
+
+def model(tie: bool) -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(dataclasses.replace(CFG, tie_embeddings=tie)).eval()
+
+
+def run(path, ids: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids.numpy()})
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_logits_equal_pytorch_at_every_length(tmp_path, tie):
+    m = model(tie)
+    path = export_onnx(m, tmp_path / "m.onnx")
+    for T in (1, 5, CFG.context_length):  # the length is dynamic: one file serves them all
+        ids = torch.randint(0, CFG.vocab_size, (1, T))
+        (logits,) = run(path, ids)
+        assert logits.shape == (1, T, CFG.vocab_size)
+        np.testing.assert_allclose(logits, m(ids).detach().numpy(), atol=1e-4, rtol=0)
+    assert not (tmp_path / "m.onnx").with_name("m.onnx.data").exists()  # one self-contained file
+
+
+def test_tied_embedding_is_stored_once(tmp_path):
+    for tie, expected in ((True, 1), (False, 2)):
+        graph = onnx.load(str(export_onnx(model(tie), tmp_path / f"{tie}.onnx"))).graph
+        tables = ([CFG.vocab_size, CFG.emb_dim], [CFG.emb_dim, CFG.vocab_size])  # either layout
+        vocab_tables = [i for i in graph.initializer if list(i.dims) in tables]
+        assert len(vocab_tables) == expected
+
+
+def test_attention_weights_equal_pytorch(tmp_path):
+    m = model(True)
+    path = export_onnx(m, tmp_path / "m.onnx", attention=True)
+    ids = torch.randint(0, CFG.vocab_size, (1, 9))
+    logits, attention = run(path, ids)
+    assert attention.shape == (CFG.n_layers, 1, CFG.n_heads, 9, 9)
+    np.testing.assert_allclose(attention, attention_weights(m, ids).numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, m(ids).detach().numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)  # each query's weights sum to 1
+
+
+@pytest.mark.parametrize("method", [None, "lora"])
+def test_classifier_exports_its_class_logits(tmp_path, method):
+    m = model(True)
+    add_classification_head(m, num_classes=2, method=method, rank=2, alpha=4)
+    if method == "lora":  # as if trained: B is zero at first, and the update would vanish
+        lora_b = [p for name, p in m.named_parameters() if name.endswith("lora.B")]
+        assert lora_b
+        with torch.no_grad():
+            for p in lora_b:
+                p.normal_(0.0, 0.1)
+    m.eval()
+    ids = torch.randint(0, CFG.vocab_size, (1, 11))
+    (logits,) = run(export_onnx(m, tmp_path / "spam.onnx"), ids)
+    assert logits.shape == (1, 11, 2)
+    np.testing.assert_allclose(logits, m(ids).detach().numpy(), atol=1e-4, rtol=0)
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    m = model(True).train()
+    export_onnx(m, tmp_path / "m.onnx")
+    assert m.training
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(TypeError, match="needs a GPTModel, got Linear"):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="float32 model"):
+        export_onnx(model(True).to(torch.bfloat16), tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
