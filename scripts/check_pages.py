@@ -23,6 +23,8 @@ Then it opens each page in headless Chromium (Debian's ``chromium`` package, dri
 DevTools protocol) at 1280 px and at 390 px, a phone's width, and fails on
 
 - a page wider than the screen (the whole page would scroll sideways);
+- a request to another host (a script, a style sheet, a font from a CDN): the site serves all
+  it needs itself, so that it works offline and tells no third party who reads it;
 - a figure whose smallest text is shown under :data:`MIN_TEXT_PX` pixels tall: each figure's PNG
   records its smallest font size in its own pixels (``gpt2lib.pages.label_figures``), and the
   browser says how much the page scales the image; a figure without that record fails too.
@@ -201,6 +203,7 @@ class Browser:
         )  # fmt: skip
         self.ws_url = self._page_target()
         self._id = 0
+        self.requests: list[str] = []  # every URL the page asked for since its navigation
 
     def _page_target(self) -> str:
         for _ in range(100):
@@ -216,9 +219,28 @@ class Browser:
         self._id += 1
         ws.write_message(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:
-            message = json.loads(await asyncio.wait_for(ws.read_message(), timeout=60))
+            raw = await asyncio.wait_for(ws.read_message(), timeout=60)
+            if raw is None:
+                raise RuntimeError(f"headless Chromium closed the DevTools connection during {method}")
+            message = json.loads(raw)
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
             if message.get("id") == self._id:
                 return message.get("result", {})
+
+    async def _settle(self, ws, timeout: float = 60.0) -> None:  # noqa: ANN001
+        """Wait until the new page has loaded and its size stopped changing for 1.5 s."""
+        state = ("[window.checkPagesOld === undefined && document.readyState === 'complete',"
+                 " document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+        last, stable, deadline = None, 0, time.monotonic() + timeout
+        while stable < 3:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the page did not finish loading and laying out in {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+            now = (await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=state))
+            now = now["result"]["value"]
+            stable = stable + 1 if now[0] and now == last else 0
+            last = now
 
     async def _look(self, url: str, width: int, out: Path | None) -> tuple[int, list[dict]]:
         from tornado.websocket import websocket_connect
@@ -227,13 +249,17 @@ class Browser:
         try:
             metrics = {"width": width, "deviceScaleFactor": 1, "mobile": width < 600}
             await self._call(ws, "Emulation.setDeviceMetricsOverride", height=900, **metrics)
+            await self._call(ws, "Network.enable")
+            # a mark on the document shown now, so that _settle can tell when the new one replaced it
+            await self._call(ws, "Runtime.evaluate", expression="window.checkPagesOld = true")
+            self.requests = []
             await self._call(ws, "Page.navigate", url=url)
-            await asyncio.sleep(3)  # fonts, MathJax and images settle
+            await self._settle(ws)  # loaded, fonts, MathJax and images in place
             await self._call(ws, "Runtime.evaluate", expression=(  # open every hidden solution
                 "document.querySelectorAll('.toggle-hidden').forEach("
                 "e => e.classList.remove('toggle-hidden'))"
             ))  # fmt: skip
-            await asyncio.sleep(0.5)
+            await self._settle(ws)
             size = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
                 "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
             ))  # fmt: skip
@@ -254,7 +280,8 @@ class Browser:
 
     def look(self, page: Path, width: int, out: Path | None = None) -> tuple[int, list[dict]]:
         """The width ``page`` lays out to on a ``width``-px screen, and its output figures (``src``,
-        ``alt``, ``natural`` and ``shown`` width in px); a full-page PNG to ``out``."""
+        ``alt``, ``natural`` and ``shown`` width in px); a full-page PNG to ``out``. The URLs the
+        page requested are in :attr:`requests` afterwards."""
         return asyncio.run(self._look(page.resolve().as_uri(), width, out))
 
     def close(self) -> None:
@@ -300,6 +327,17 @@ def figure_text_problems(figures: list[dict], width: int) -> list[str]:
     return problems
 
 
+def foreign_requests(urls: list[str]) -> list[str]:
+    """The URLs of ``urls`` that leave the page's own host (the site is read from ``file://``;
+    a local server on a loopback address counts as its own host too)."""
+    from urllib.parse import urlsplit
+
+    local = {"file", "data", "blob", "about"}
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    return sorted({u for u in urls if urlsplit(u).scheme not in local
+                   and urlsplit(u).hostname not in loopback})
+
+
 def look_at_pages(pages: list[Path], out: Path | None, chromium: str) -> dict[Path, list[str]]:
     """Each page at every width of :data:`WIDTHS`: its problems (wider than the screen, figure
     text too small), and ``out/<page>-<width>.png`` when ``out`` is given."""
@@ -313,6 +351,8 @@ def look_at_pages(pages: list[Path], out: Path | None, chromium: str) -> dict[Pa
                 found = problems.setdefault(page, [])
                 if laid_out > width:
                     found.append(f"{laid_out} px wide on a {width} px screen: the page scrolls sideways")
+                found += [f"requested from another host: {url[:120]}"
+                          for url in foreign_requests(browser.requests) if width == WIDTHS[0]]
                 found += figure_text_problems(figures, width)
     finally:
         browser.close()

@@ -2,7 +2,8 @@
 # Set up everything on a fresh machine, then build the book.
 #   bash scripts/setup.sh
 # Creates .venv (Python >= 3.10), installs torch, the book's requirements and gpt2lib itself
-# (editable), and builds the website into _build/html from the committed notebook outputs.
+# (editable), installs the website's JavaScript from npm (site/), and builds the website into
+# _build/html from the committed notebook outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,6 +12,19 @@ PYTHON=${PYTHON:-python3}
 # torch first, on its own: on machines with a local CPU build this takes it instead of CUDA wheels
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -r requirements.txt -e .
+# the website's JavaScript (MathJax) at the exact versions of site/package-lock.json, served from
+# the site itself: no page loads anything from another host
+command -v npm >/dev/null || {
+    echo "npm not found: install Node.js (20 or later) with npm; the website's MathJax comes from npm" >&2
+    exit 1
+}
+npm ci --prefix site --no-audit --no-fund --loglevel=error
+rm -rf build/site-static && mkdir -p build/site-static/mathjax
+mathjax=site/node_modules/mathjax
+cp "$mathjax/LICENSE" "$mathjax/es5/tex-mml-chtml.js" build/site-static/mathjax/
+# what tex-mml-chtml.js loads on demand: fonts, TeX extensions, the menu and accessibility parts
+cp -r "$mathjax/es5/input" "$mathjax/es5/output" "$mathjax/es5/ui" "$mathjax/es5/a11y" \
+    "$mathjax/es5/sre" "$mathjax/es5/adaptors" build/site-static/mathjax/
 # -W: a broken reference or a missing file fails the build
 .venv/bin/jupyter-book build . -W -n --keep-going
 echo "The book is in _build/html/index.html"

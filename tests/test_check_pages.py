@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from check_pages import check_html  # noqa: E402
+from check_pages import check_html, foreign_requests  # noqa: E402
 
 CELL = '<div class="cell docutils container"><div class="cell_input"><pre>print(1)</pre></div>'
 CELL += '<div class="cell_output docutils container">{}</div></div>'
@@ -105,3 +105,18 @@ def test_myst_left_as_text_is_flagged_outside_code_only():
     in_code = "<pre>```{exercise} A title</pre><p><code>{glue:text}`x`</code></p>"
     assert check_html(raw).raw_myst == ["```{exercise}", "{glue:text}`"]
     assert check_html(in_code).problems() == []
+
+
+def test_requests_that_leave_the_pages_host_are_named_once():
+    cdn = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+    urls = [
+        "file:///site/book/01_attention.html",
+        "file:///site/mathjax/tex-mml-chtml.js",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "blob:null/0b6c",
+        "http://127.0.0.1:8000/_static/app.js",  # a local server is the page's own host
+        cdn,
+        cdn,
+        "//fonts.example.org/font.woff2",
+    ]
+    assert foreign_requests(urls) == ["//fonts.example.org/font.woff2", cdn]
