@@ -12,17 +12,16 @@ from .files import atomic_path
 from .model import GPTModel, eval_mode, logits_and_attention
 
 
-class _LogitsAndAttention(nn.Module):
-    def __init__(self, model: GPTModel) -> None:
+class _Exported(nn.Module):
+    """What the ONNX file computes: the logits, and with ``attention`` every layer's weights."""
+
+    def __init__(self, model: GPTModel, attention: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.attention = model, attention
 
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return logits_and_attention(self.model, input_ids)
-
-
-class _Logits(_LogitsAndAttention):
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.attention:
+            return logits_and_attention(self.model, input_ids)
         return self.model(input_ids)
 
 
@@ -41,7 +40,7 @@ def export_onnx(
     first = next(model.parameters())
     if first.dtype != torch.float32:
         raise ValueError(f"export a float32 model (this one is {first.dtype}): call model.float()")
-    wrapper = (_LogitsAndAttention if attention else _Logits)(model)
+    wrapper = _Exported(model, attention)
     outputs = ["logits", "attention"] if attention else ["logits"]
     T = torch.export.Dim("T", min=1, max=model.cfg.context_length)
     example = torch.zeros(1, min(8, model.cfg.context_length), dtype=torch.long, device=first.device)
