@@ -88,3 +88,53 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="float32 model"):
         export_onnx(model(True).to(torch.bfloat16), tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_float16_weights_halve_the_file_and_compute_in_float32(tmp_path):
+    m = model(True)
+    full = export_onnx(m, tmp_path / "32.onnx")
+    half = export_onnx(m, tmp_path / "16.onnx", weights="float16")
+    weights = {path: onnx.load(str(path)).graph.initializer for path in (full, half)}
+    assert sum(len(i.raw_data) for i in weights[half]) * 2 == sum(len(i.raw_data) for i in weights[full])
+    assert {i.data_type for i in weights[half]} == {onnx.TensorProto.FLOAT16}
+    assert half.stat().st_size < full.stat().st_size
+    ids = torch.randint(0, CFG.vocab_size, (1, 13))
+    (logits,) = run(half, ids)
+    rounded = model(True).half().float()  # the same weights, rounded as the file stores them
+    np.testing.assert_allclose(logits, rounded(ids).detach().numpy(), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="weights must be 'float32' or 'float16'"):
+        export_onnx(m, tmp_path / "x.onnx", weights="int8")
+
+
+PROMPTS = [
+    "ROMEO:\n", "JULIET:\nO", "First Citizen:\n", "KING HENRY:\nNow, my lords,", "To be, or not",
+    "MENENIUS:\nWhat", "The king is", "O, what a", "Good morrow", "I pray you, sir,",
+    "HAMLET:\n", "What news", "My lord,", "Come, come,", "Alas, poor", "If music be",
+    "LADY MACBETH:\n", "Shall I", "Now is the winter", "Friends, Romans,",
+]
+
+
+def test_the_mini_model_in_float16_decodes_the_tokens_pytorch_does(tmp_path):
+    """The site's encoding of the committed mini GPT-2: greedy tokens equal on 20 prompts x 32
+    new tokens, and the top-1 token agrees at (at least 99 % of) every position."""
+    from gpt2lib.generate import generate
+    from gpt2lib.mini import load_mini
+    from gpt2lib.tokenizer import get_tokenizer
+
+    mini, tokenizer = load_mini(), get_tokenizer()
+    session = ort.InferenceSession(
+        str(export_onnx(mini, tmp_path / "mini.onnx", weights="float16")),
+        providers=["CPUExecutionProvider"],
+    )
+    agree = total = 0
+    for prompt in PROMPTS:
+        ids = np.array([tokenizer.encode(prompt)])
+        for _ in range(32):
+            (logits,) = session.run(["logits"], {"input_ids": ids})
+            ids = np.concatenate([ids, logits[:, -1:].argmax(-1)], axis=1)
+        expected = generate(mini, torch.tensor([tokenizer.encode(prompt)]), 32)
+        assert ids.tolist() == expected.tolist(), prompt
+        (logits,) = session.run(["logits"], {"input_ids": ids})
+        agree += int((logits.argmax(-1) == mini(torch.tensor(ids)).argmax(-1).numpy()).sum())
+        total += ids.shape[1]
+    assert agree / total >= 0.99
