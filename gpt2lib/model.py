@@ -221,12 +221,11 @@ def attention_weights(model: GPTModel, idx: torch.Tensor) -> torch.Tensor:
     (:meth:`MultiHeadAttention.forward_with_weights`), to look at what the heads attend to.
     """
     with eval_mode(model):
-        return logits_and_attention(model, idx)[1]
+        return hidden_and_attention(model, idx)[1]
 
 
-def logits_and_attention(model: GPTModel, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`GPTModel.forward`'s logits (B, T, out) and every layer's attention weights
-    (n_layers, B, nh, T, T), in one pass through the explicit attention path."""
+def hidden_and_attention(model: GPTModel, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`GPTModel.hidden`'s output (B, T, C) and every layer's attention weights."""
     x = model.embed(idx, torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
     weights = []
     for block in model.h:
@@ -234,4 +233,4 @@ def logits_and_attention(model: GPTModel, idx: torch.Tensor) -> tuple[torch.Tens
         x = x + attended
         x = x + block.mlp(block.ln_2(x))
         weights.append(w)
-    return model.head(x), torch.stack(weights)  # (B, T, out), (n_layers, B, nh, T, T)
+    return x, torch.stack(weights)  # (B, T, C), (n_layers, B, nh, T, T)

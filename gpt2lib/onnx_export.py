@@ -10,20 +10,24 @@ import torch
 from torch import nn
 
 from .files import atomic_path
-from .model import GPTModel, eval_mode, logits_and_attention
+from .model import GPTModel, eval_mode, hidden_and_attention
 
 
 class _Exported(nn.Module):
-    """What the ONNX file computes: the logits, and with ``attention`` every layer's weights."""
+    """What the ONNX file computes: the logits (of every position, or of the last), and with
+    ``attention`` every layer's weights."""
 
-    def __init__(self, model: GPTModel, attention: bool) -> None:
+    def __init__(self, model: GPTModel, attention: bool, last: bool) -> None:
         super().__init__()
-        self.model, self.attention = model, attention
+        self.model, self.attention, self.last = model, attention, last
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.attention:
-            return logits_and_attention(self.model, input_ids)
-        return self.model(input_ids)
+            x, weights = hidden_and_attention(self.model, input_ids)  # (1, T, C), (L, 1, nh, T, T)
+        else:
+            x = self.model.hidden(input_ids)  # (1, T, C)
+        logits = self.model.head(x[:, -1:] if self.last else x)  # (1, 1 or T, out)
+        return (logits, weights) if self.attention else logits
 
 
 def _store_float16(proto: Any) -> None:
@@ -45,19 +49,24 @@ def _store_float16(proto: Any) -> None:
 
 
 def export_onnx(
-    model: GPTModel, path: str | os.PathLike, *, attention: bool = False, opset: int = 18,
-    weights: Literal["float32", "float16"] = "float32",
+    model: GPTModel, path: str | os.PathLike, *, attention: bool = False,
+    positions: Literal["all", "last"] = "all", weights: Literal["float32", "float16"] = "float32",
+    opset: int = 18,
 ) -> Path:  # fmt: skip
     """Write ``model`` (float32, eval mode) to the ONNX file ``path``, atomically; return the path.
 
     Input ``input_ids`` (1, T) int64, any T up to the context length. Outputs ``logits``
-    (1, T, vocab_size or num_classes) and, with ``attention``, ``attention`` (n_layers, 1, nh, T, T)
-    from the explicit attention path. A tied output layer shares the token embedding's single
-    initializer. ``weights="float16"`` stores the weights in half the bytes and computes in
-    float32. Needs the ``onnx`` and ``onnxscript`` packages (``torch.onnx``'s exporter).
+    (1, T, vocab_size or num_classes), or with ``positions="last"`` those of the last position
+    only (1, 1, ...: all that generation needs, at 1/T of the output layer's cost), and, with
+    ``attention``, ``attention`` (n_layers, 1, nh, T, T) from the explicit attention path. A tied
+    output layer shares the token embedding's single initializer. ``weights="float16"`` stores
+    the weights in half the bytes and computes in float32. Needs the ``onnx`` and ``onnxscript``
+    packages (``torch.onnx``'s exporter).
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"export_onnx needs a GPTModel, got {type(model).__name__}")
+    if positions not in ("all", "last"):
+        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
     if weights not in ("float32", "float16"):
         raise ValueError(f"weights must be 'float32' or 'float16', got {weights!r}")
     import onnx
@@ -65,7 +74,7 @@ def export_onnx(
     first = next(model.parameters())
     if first.dtype != torch.float32:
         raise ValueError(f"export a float32 model (this one is {first.dtype}): call model.float()")
-    wrapper = _Exported(model, attention)
+    wrapper = _Exported(model, attention, positions == "last")
     outputs = ["logits", "attention"] if attention else ["logits"]
     T = torch.export.Dim("T", min=1, max=model.cfg.context_length)
     example = torch.zeros(1, min(8, model.cfg.context_length), dtype=torch.long, device=first.device)

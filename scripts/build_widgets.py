@@ -54,13 +54,14 @@ def bundle(out: Path) -> None:
 
 
 def mini_model(out: Path) -> dict:
-    """The committed mini GPT-2, with every layer's attention weights, and what the page says."""
+    """The committed mini GPT-2 (the last position's logits and every layer's attention weights),
+    and what the page says of it."""
     from gpt2lib.mini import MINI_NAME, PRETRAINED_DIR, load_mini, read_manifest
     from gpt2lib.onnx_export import export_onnx
 
     model, manifest = load_mini(), read_manifest()
     path = export_onnx(model, out / "models" / f"{MINI_NAME}.onnx", attention=True,
-                       weights="float16")  # fmt: skip
+                       positions="last", weights="float16")  # fmt: skip
     final = manifest["final"]
     return {
         "file": f"models/{path.name}",

@@ -19,12 +19,14 @@ the page and what it found, on:
 - a MyST directive or role left as text outside code (```` ```{exercise} ````,
   ``{solution-start}``, ``{glue:text}``...): an extension that is not loaded, or a typo.
 
-Then it opens each page in headless Chromium (Debian's ``chromium`` package, driven through its
-DevTools protocol) at 1280 px and at 390 px, a phone's width, and fails on
+Then it serves the site on a loopback port, as a host would (the live widgets need HTTP), opens
+each page in headless Chromium (Debian's ``chromium`` package, driven through its DevTools
+protocol, :mod:`tools.browser`) at 1280 px and at 390 px, a phone's width, and fails on
 
 - a page wider than the screen (the whole page would scroll sideways);
 - a request to another host (a script, a style sheet, a font from a CDN): the site serves all
   it needs itself, so that it works offline and tells no third party who reads it;
+- an error in the browser's console (a script that fails, a file that is missing);
 - a figure whose smallest text is shown under :data:`MIN_TEXT_PX` pixels tall: each figure's PNG
   records its smallest font size in its own pixels (``gpt2lib.pages.label_figures``), and the
   browser says how much the page scales the image; a figure without that record fails too.
@@ -37,21 +39,17 @@ cannot judge. CI runs it after the book is built.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import json
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tools/, the project's own tooling (not installed)
+
+from tools.browser import Chromium, find_chromium, foreign_requests, serve  # noqa: E402
+
 # a table row left as text: | a | b | (the separator row's dashes may have become typographic)
 RAW_ROW = re.compile(r"^[ \t]*\|(?:[^|\n]*\|){2,}[ \t]*$", re.MULTILINE)
 HASHED = re.compile(r"^[0-9a-f]{16,}\.(png|jpe?g|svg)$")
@@ -187,109 +185,6 @@ def chapter_pages(site: Path) -> list[Path]:
     return sorted((site / "book").glob("*.html"))
 
 
-class Browser:
-    """Headless Chromium driven through its DevTools protocol (a websocket): load a page at a
-    screen width, measure how wide it lays out, and screenshot all of it."""
-
-    def __init__(self, chromium: str, port: int = 9333) -> None:
-        self.profile = tempfile.mkdtemp(prefix="check-pages-")
-        self.port = port
-        self.process = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.ws_url = self._page_target()
-        self._id = 0
-        self.requests: list[str] = []  # every URL the page asked for since its navigation
-
-    def _page_target(self) -> str:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json", timeout=2) as r:
-                    targets = json.load(r)
-                return next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
-            except (OSError, StopIteration, ValueError):
-                time.sleep(0.2)
-        raise RuntimeError("headless Chromium did not start")
-
-    async def _call(self, ws, method: str, **params) -> dict:  # noqa: ANN001 - tornado's client
-        self._id += 1
-        ws.write_message(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), timeout=60)
-            if raw is None:
-                raise RuntimeError(f"headless Chromium closed the DevTools connection during {method}")
-            message = json.loads(raw)
-            if message.get("method") == "Network.requestWillBeSent":
-                self.requests.append(message["params"]["request"]["url"])
-            if message.get("id") == self._id:
-                return message.get("result", {})
-
-    async def _settle(self, ws, timeout: float = 60.0) -> None:  # noqa: ANN001
-        """Wait until the new page has loaded and its size stopped changing for 1.5 s."""
-        state = ("[window.checkPagesOld === undefined && document.readyState === 'complete',"
-                 " document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-        last, stable, deadline = None, 0, time.monotonic() + timeout
-        while stable < 3:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the page did not finish loading and laying out in {timeout:.0f} s")
-            await asyncio.sleep(0.5)
-            now = (await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=state))
-            now = now["result"]["value"]
-            stable = stable + 1 if now[0] and now == last else 0
-            last = now
-
-    async def _look(self, url: str, width: int, out: Path | None) -> tuple[int, list[dict]]:
-        from tornado.websocket import websocket_connect
-
-        ws = await websocket_connect(self.ws_url, max_message_size=512 * 2**20)
-        try:
-            metrics = {"width": width, "deviceScaleFactor": 1, "mobile": width < 600}
-            await self._call(ws, "Emulation.setDeviceMetricsOverride", height=900, **metrics)
-            await self._call(ws, "Network.enable")
-            # a mark on the document shown now, so that _settle can tell when the new one replaced it
-            await self._call(ws, "Runtime.evaluate", expression="window.checkPagesOld = true")
-            self.requests = []
-            await self._call(ws, "Page.navigate", url=url)
-            await self._settle(ws)  # loaded, fonts, MathJax and images in place
-            await self._call(ws, "Runtime.evaluate", expression=(  # open every hidden solution
-                "document.querySelectorAll('.toggle-hidden').forEach("
-                "e => e.classList.remove('toggle-hidden'))"
-            ))  # fmt: skip
-            await self._settle(ws)
-            size = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
-                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
-            ))  # fmt: skip
-            page_width, height = size["result"]["value"]
-            figures = await self._call(ws, "Runtime.evaluate", returnByValue=True, expression=(
-                "Array.from(document.querySelectorAll('div.cell_output img')).map(img => ({"
-                "src: img.src, alt: img.alt, natural: img.naturalWidth,"
-                "shown: img.getBoundingClientRect().width}))"
-            ))  # fmt: skip
-            if out is not None:
-                await self._call(ws, "Emulation.setDeviceMetricsOverride", height=height, **metrics)
-                await asyncio.sleep(1)
-                shot = await self._call(ws, "Page.captureScreenshot", format="png")
-                out.write_bytes(base64.b64decode(shot["data"]))
-            return page_width, figures["result"]["value"]
-        finally:
-            ws.close()
-
-    def look(self, page: Path, width: int, out: Path | None = None) -> tuple[int, list[dict]]:
-        """The width ``page`` lays out to on a ``width``-px screen, and its output figures (``src``,
-        ``alt``, ``natural`` and ``shown`` width in px); a full-page PNG to ``out``. The URLs the
-        page requested are in :attr:`requests` afterwards."""
-        return asyncio.run(self._look(page.resolve().as_uri(), width, out))
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
 def recorded_text_px(png: Path) -> float | None:
     """The smallest text size a figure's PNG records (``gpt2lib.pages.TEXT_SIZE_KEY``)."""
     from PIL import Image
@@ -301,18 +196,26 @@ def recorded_text_px(png: Path) -> float | None:
     return float(value) if value is not None else None
 
 
-def figure_text_problems(figures: list[dict], width: int) -> list[str]:
-    """Figures (as :meth:`Browser.look` reports them) whose smallest text is shown too small."""
+def figure_text_problems(figures: list[dict], width: int, site: Path | None = None,
+                         base: str = "") -> list[str]:  # fmt: skip
+    """Figures (``src``, ``alt``, ``natural`` and ``shown`` width in px) whose smallest text is
+    shown too small; a figure served from ``base`` is read from the same path under ``site``."""
     from urllib.parse import unquote, urlparse
 
     problems = []
     for n, figure in enumerate(figures, 1):
         name = f"figure {n} ({figure['alt'][:60]!r})"
         url = urlparse(figure["src"])
-        if url.scheme != "file" or not figure["natural"]:
+        if base and site is not None and figure["src"].startswith(base):
+            path = site / unquote(figure["src"][len(base):].split("?")[0])
+        elif url.scheme == "file":
+            path = Path(unquote(url.path))
+        else:
+            path = None
+        if path is None or not path.is_file() or not figure["natural"]:
             problems.append(f"{name}: not a local image the check can read ({figure['src'][:80]})")
             continue
-        text_px = recorded_text_px(Path(unquote(url.path)))
+        text_px = recorded_text_px(path)
         if text_px is None:
             problems.append(f"{name}: its PNG does not record its text size "
                             "(show it with gpt2lib.pages.label_figures)")  # fmt: skip
@@ -327,35 +230,35 @@ def figure_text_problems(figures: list[dict], width: int) -> list[str]:
     return problems
 
 
-def foreign_requests(urls: list[str]) -> list[str]:
-    """The URLs of ``urls`` that leave the page's own host (the site is read from ``file://``;
-    a local server on a loopback address counts as its own host too)."""
-    from urllib.parse import urlsplit
-
-    local = {"file", "data", "blob", "about"}
-    loopback = {"127.0.0.1", "localhost", "::1"}
-    return sorted({u for u in urls if urlsplit(u).scheme not in local
-                   and urlsplit(u).hostname not in loopback})
+FIGURES = ("Array.from(document.querySelectorAll('div.cell_output img')).map(img => ({"
+           "src: img.src, alt: img.alt, natural: img.naturalWidth,"
+           "shown: img.getBoundingClientRect().width}))")
 
 
-def look_at_pages(pages: list[Path], out: Path | None, chromium: str) -> dict[Path, list[str]]:
-    """Each page at every width of :data:`WIDTHS`: its problems (wider than the screen, figure
-    text too small), and ``out/<page>-<width>.png`` when ``out`` is given."""
+def look_at_pages(pages: list[Path], out: Path | None, chromium: str, site: Path) -> dict[Path, list[str]]:
+    """Each page, served over HTTP as a host would serve it, at every width of :data:`WIDTHS`:
+    its problems (wider than the screen, figure text too small, a request to another host, a
+    console error), and ``out/<page>-<width>.png`` when ``out`` is given."""
     problems: dict[Path, list[str]] = {}
-    browser = Browser(chromium)
-    try:
+    with serve(site) as base, Chromium(chromium) as browser:
         for page in pages:
+            found = problems.setdefault(page, [])
             for width in WIDTHS:
-                shot = out / f"{page.stem}-{width}.png" if out is not None else None
-                laid_out, figures = browser.look(page, width, shot)
-                found = problems.setdefault(page, [])
+                browser.resize(width)
+                browser.navigate(base + page.relative_to(site).as_posix())  # loaded, laid out
+                browser.evaluate("document.querySelectorAll('.toggle-hidden').forEach("
+                                 "e => e.classList.remove('toggle-hidden'))")  # open every solution
+                browser.settle()
+                laid_out = browser.evaluate("document.documentElement.scrollWidth")
                 if laid_out > width:
                     found.append(f"{laid_out} px wide on a {width} px screen: the page scrolls sideways")
-                found += [f"requested from another host: {url[:120]}"
-                          for url in foreign_requests(browser.requests) if width == WIDTHS[0]]
-                found += figure_text_problems(figures, width)
-    finally:
-        browser.close()
+                if width == WIDTHS[0]:
+                    found += [f"requested from another host: {url[:120]}"
+                              for url in foreign_requests(browser.requests)]  # fmt: skip
+                    found += [f"console error: {error[:200]}" for error in browser.errors]
+                found += figure_text_problems(browser.evaluate(FIGURES), width, site, base)
+                if out is not None:
+                    browser.screenshot(out / f"{page.stem}-{width}.png", width)
     return problems
 
 
@@ -371,12 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     found = {page: check_html(page.read_text(encoding="utf-8")).problems() for page in pages}
     if not args.no_screenshots:
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        chromium = find_chromium()
         if chromium is None:
             print("chromium not found (Debian: apt-get install chromium)", file=sys.stderr)
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
-        for page, problems in look_at_pages(pages, args.out, chromium).items():
+        for page, problems in look_at_pages(pages, args.out, chromium, args.site).items():
             found[page] += problems
     failed = 0
     for page, problems in found.items():

@@ -9,7 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from check_pages import check_html, foreign_requests  # noqa: E402
+from check_pages import check_html  # noqa: E402
+
+from tools.browser import foreign_requests  # noqa: E402
 
 CELL = '<div class="cell docutils container"><div class="cell_input"><pre>print(1)</pre></div>'
 CELL += '<div class="cell_output docutils container">{}</div></div>'

@@ -138,3 +138,15 @@ def test_the_mini_model_in_float16_decodes_the_tokens_pytorch_does(tmp_path):
         agree += int((logits.argmax(-1) == mini(torch.tensor(ids)).argmax(-1).numpy()).sum())
         total += ids.shape[1]
     assert agree / total >= 0.99
+
+
+def test_the_last_position_alone(tmp_path):
+    m = model(True)
+    path = export_onnx(m, tmp_path / "last.onnx", attention=True, positions="last")
+    ids = torch.randint(0, CFG.vocab_size, (1, 7))
+    logits, attention = run(path, ids)
+    assert logits.shape == (1, 1, CFG.vocab_size)
+    np.testing.assert_allclose(logits[0, 0], m(ids)[0, -1].detach().numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(attention, attention_weights(m, ids).numpy(), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="positions must be 'all' or 'last'"):
+        export_onnx(m, tmp_path / "x.onnx", positions="first")

@@ -48,13 +48,25 @@ def serve(site: Path) -> Iterator[str]:
         server.server_close()
 
 
+def foreign_requests(urls: list[str]) -> list[str]:
+    """The URLs of ``urls`` that leave the page's own host (a site read from ``file://`` or
+    served on a loopback address is its own host)."""
+    from urllib.parse import urlsplit
+
+    local = {"file", "data", "blob", "about"}
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    return sorted({u for u in urls if urlsplit(u).scheme not in local
+                   and urlsplit(u).hostname not in loopback})  # fmt: skip
+
+
 def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class Chromium:
-    """One headless Chromium tab. ``requests``: the URLs asked for since the last navigation;
-    ``errors``: console errors, uncaught exceptions and failed loads since then."""
+    """One headless Chromium tab. Since the last navigation: ``requests``, the URLs asked for;
+    ``received``, the bytes each brought over the wire; ``errors``, console errors, uncaught
+    exceptions and failed loads."""
 
     def __init__(self, chromium: str | None = None, port: int = 9333) -> None:
         chromium = chromium or find_chromium()
@@ -73,9 +85,12 @@ class Chromium:
         self._id = 0
         self.requests: list[str] = []
         self.errors: list[str] = []
+        self.received: dict[str, int] = {}  # URL -> bytes over the wire, since the navigation
+        self._urls: dict[str, str] = {}  # DevTools request id -> URL
         self.ws = self.loop.run_until_complete(self._connect(self._page_target()))
         for domain in ("Network", "Runtime", "Log", "Page"):
             self.call(f"{domain}.enable")
+        self.call("Network.setCacheDisabled", cacheDisabled=True)  # every visit fetches anew
 
     def _page_target(self) -> str:
         for _ in range(150):
@@ -96,6 +111,10 @@ class Chromium:
         method, params = message.get("method"), message.get("params", {})
         if method == "Network.requestWillBeSent":
             self.requests.append(params["request"]["url"])
+            self._urls[params["requestId"]] = params["request"]["url"]
+        elif method == "Network.loadingFinished" and params["requestId"] in self._urls:
+            url = self._urls[params["requestId"]]
+            self.received[url] = self.received.get(url, 0) + int(params["encodedDataLength"])
         elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             self.errors.append(details.get("exception", {}).get("description") or details["text"])
@@ -147,17 +166,23 @@ class Chromium:
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=width < 600)  # fmt: skip
 
-    def navigate(self, url: str, timeout: float = 60.0) -> None:
-        """Open ``url`` and wait until it has loaded and its size stopped changing for 1.5 s."""
+    def navigate(self, url: str, timeout: float = 60.0, settle: bool = True) -> None:
+        """Open ``url`` and (with ``settle``) wait until it has loaded and its size stopped
+        changing for 1.5 s."""
         self.evaluate("window.gpt2OldPage = true")  # a mark on the document shown now
-        self.requests, self.errors = [], []
+        self.requests, self.errors, self.received = [], [], {}
         self.call("Page.navigate", url=url)
+        if settle:
+            self.settle(timeout, url)
+
+    def settle(self, timeout: float = 60.0, what: str = "the page") -> None:
+        """Wait until the page has loaded and its size stopped changing for 1.5 s."""
         state = ("[window.gpt2OldPage === undefined && document.readyState === 'complete',"
                  " document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
         last, stable, deadline = None, 0, time.monotonic() + timeout
         while stable < 3:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not finish loading and laying out in {timeout:.0f} s")
+                raise RuntimeError(f"{what} did not finish loading and laying out in {timeout:.0f} s")
             time.sleep(0.5)
             now = self.evaluate(state)
             stable = stable + 1 if now[0] and now == last else 0

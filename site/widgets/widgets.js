@@ -127,8 +127,8 @@ async function forward(model, ids, wantAttention = false) {
   const input = new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, T]);
   const names = wantAttention ? ["logits", "attention"] : ["logits"];
   const out = await session.run({ input_ids: input }, names);
-  const V = out.logits.dims[2];
-  const result = { T, last: out.logits.data.slice((T - 1) * V, T * V) };
+  const [, rows, V] = out.logits.dims; // rows: T, or 1 for a model exported with positions="last"
+  const result = { T, last: out.logits.data.slice((rows - 1) * V, rows * V) };
   if (wantAttention) result.attention = out.attention.data; // (layers, 1, heads, T, T)
   result.info = info;
   return result;
@@ -191,7 +191,7 @@ function tokensWidget(box) {
       el("span", { class: `gpt2-token gpt2-token-${i % 5}`, title: `id ${tokens[i]}` }, visible(piece))));
     ids.textContent = `[${tokens.join(", ")}]`;
     summary.textContent = `${tokens.length} tokens for ${[...text.value].length} characters`;
-    box.gpt2Result = { ids: tokens };
+    box.gpt2Result = { ids: tokens, at: performance.now() }; // at: ms since the page opened
   }
   text.addEventListener("input", update);
   box.append(
@@ -310,24 +310,72 @@ function seeded(seed) {
   };
 }
 
+/** Indices of the `k` largest values, largest first (of equal values, the lower index first,
+ * as torch.argmax and torch.topk order them). */
+function largest(values, k) {
+  if (k >= values.length / 8) {
+    return Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, k);
+  }
+  const top = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (top.length === k && v <= values[top[k - 1]]) continue;
+    let j = top.length === k ? k - 1 : top.length;
+    while (j > 0 && values[top[j - 1]] < v) {
+      top[j] = top[j - 1];
+      j--;
+    }
+    top[j] = i;
+  }
+  return top;
+}
+
 /** The distribution to draw from, as gpt2lib.generate.next_token builds it: temperature, then
- * top-k, then top-p (the smallest set of tokens whose probability reaches p). */
+ * top-k, then top-p (the smallest set of tokens whose probability reaches p). Returns the
+ * candidate tokens, most likely first, with their probabilities. At temperature 0 (greedy) it
+ * is the model's own distribution, whose first token is taken. */
 function distribution(logits, temperature, topK, topP) {
-  const t = temperature > 0 ? temperature : 1;
-  let order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
-  if (temperature > 0 && topK > 0) order = order.slice(0, topK);
-  const max = logits[order[0]] / t;
-  let probs = order.map((i) => Math.exp(logits[i] / t - max));
-  let sum = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / sum);
-  if (temperature > 0 && topP < 1) {
+  const sampling = temperature > 0;
+  const t = sampling ? temperature : 1;
+  const V = logits.length;
+  const k = sampling && topK > 0 ? Math.min(topK, V) : V;
+  const order = (sampling && topP < 1) || k < V ? largest(logits, k) : largest(logits, 10);
+  const max = logits[order[0]];
+  let sum = 0; // the softmax's normaliser, over the tokens top-k keeps
+  if (k < V) for (const i of order) sum += Math.exp((logits[i] - max) / t);
+  else for (let i = 0; i < V; i++) sum += Math.exp((logits[i] - max) / t);
+  let probs = order.map((i) => Math.exp((logits[i] - max) / t) / sum);
+  if (sampling && topP < 1) {
     let mass = 0, keep = 0;
     while (keep < probs.length && mass < topP) mass += probs[keep++];
-    order = order.slice(0, keep);
-    sum = probs.slice(0, keep).reduce((a, b) => a + b, 0);
-    probs = probs.slice(0, keep).map((p) => p / sum);
+    const kept = probs.slice(0, keep).reduce((a, b) => a + b, 0);
+    return { order: order.slice(0, keep), probs: probs.slice(0, keep).map((p) => p / kept), all: false };
   }
-  return { order, probs };
+  return { order, probs, all: k === V };
+}
+
+/** Draw a token from `dist` with `random` (uniform in [0, 1)); the tail beyond the listed
+ * candidates (when every token is a candidate) is reached by walking the logits. */
+function draw(dist, logits, temperature, random) {
+  let r = random();
+  for (let i = 0; i < dist.order.length; i++) {
+    if (r < dist.probs[i]) return dist.order[i];
+    r -= dist.probs[i];
+  }
+  if (!dist.all) return dist.order[dist.order.length - 1];
+  // the listed top tokens did not take it: every other token, in the logits' order
+  const listed = new Set(dist.order);
+  const max = logits[dist.order[0]];
+  const first = dist.probs[0]; // exp(0) / sum: the top token's logit is the maximum
+  let last = dist.order[0];
+  for (let i = 0; i < logits.length; i++) {
+    if (listed.has(i)) continue;
+    const p = first * Math.exp((logits[i] - max) / temperature);
+    if (r < p) return i;
+    r -= p;
+    last = i;
+  }
+  return last;
 }
 
 function bars(step) {
@@ -395,12 +443,7 @@ function generateWidget(box) {
       for (let s = 0; s < n && !stopped; s++) {
         const { last } = await forward(model, ids.slice(-ctx));
         const dist = distribution(last, T, K, P);
-        let chosen = dist.order[0];
-        if (T > 0) {
-          let r = random(), i = 0;
-          while (i < dist.probs.length - 1 && r >= dist.probs[i]) r -= dist.probs[i++];
-          chosen = dist.order[i];
-        }
+        const chosen = T > 0 ? draw(dist, last, T, random) : dist.order[0];
         ids.push(chosen);
         steps.push({ order: dist.order.slice(0, 10), probs: dist.probs.slice(0, 10), chosen });
         const index = steps.length - 1;
@@ -409,7 +452,7 @@ function generateWidget(box) {
         box.gpt2Result = { ids: ids.slice(), promptLength, done: false };
         await new Promise((resolve) => setTimeout(resolve, 0)); // let the page draw this step
       }
-      box.gpt2Result = { ids: ids.slice(), promptLength, done: true };
+      box.gpt2Result = { ids: ids.slice(), promptLength, done: true, at: performance.now() };
     } catch (err) {
       barsTitle.textContent = errorText(err);
       box.gpt2Result = { error: String(err), done: true };
