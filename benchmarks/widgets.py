@@ -11,7 +11,8 @@ Prints a markdown table and writes it, with the raw figures, to
    process on one thread and on all of them; the median of 3 runs after a warm-up each;
 2. time from opening a page to its first answer (the page served from a loopback port, so the
    network costs nothing; a reader's connection adds the bytes of 3 over its speed);
-3. the bytes each widget page downloads: when it opens, and after every widget on it has run.
+3. the bytes each widget page downloads: when it opens, and after every widget on it has run;
+   and the bytes of the models, each file once (the budget: 25 MB for all of them).
 """
 
 from __future__ import annotations
@@ -82,18 +83,24 @@ def measure() -> dict:
         # tokenizer answers when the page opens; the generation widget when its first press
         # (made as soon as the widget is ready) has downloaded and started the model
         ready = "document.querySelectorAll('.gpt2-ready').length > 0"
-        browser.navigate(base + "book/00_text_to_tokens.html", settle=False)
+        errors: list[str] = []
+
+        def go(url: str, settle: bool = True) -> None:
+            errors.extend(browser.errors)  # a navigation starts a new list: keep every page's
+            browser.navigate(url, settle=settle)
+
+        go(base + "book/00_text_to_tokens.html", settle=False)
         at = browser.wait_for("document.querySelector('[data-widget=tokens]')?.gpt2Result?.at")
         browser.settle()
         pages["00_text_to_tokens"] = {"first_answer_s": at / 1000,
                                       "bytes_on_open": sum(browser.received.values())}  # fmt: skip
-        browser.navigate(base + "book/04_pretrained_weights.html", settle=False)
+        go(base + "book/04_pretrained_weights.html", settle=False)
         browser.wait_for(ready)
         first, result = _generate(browser, 1)  # includes the model's download and start-up
         browser.settle()
         page = {"first_answer_s": result["at"] / 1000, "first_press_s": first,
                 "bytes_on_open": None}  # fmt: skip
-        browser.navigate(base + "book/04_pretrained_weights.html")  # again: what opening costs
+        go(base + "book/04_pretrained_weights.html")  # again: what opening costs
         page["bytes_on_open"] = sum(browser.received.values())
         browser.wait_for(ready)
         _generate(browser, 1)
@@ -102,11 +109,22 @@ def measure() -> dict:
         page["bytes_after_use"] = sum(browser.received.values())
         page["largest"] = sorted(browser.received.items(), key=lambda kv: -kv[1])[:3]
         pages["04_pretrained_weights"] = page
+        spam = "document.querySelector('[data-widget=spam]')"
+        go(base + "book/05_lora_spam.html", settle=False)
+        browser.wait_for(ready)
+        browser.evaluate(f"{spam}.querySelector('button').click()")
+        at = browser.wait_for(f"{spam}.gpt2Result && {spam}.gpt2Result.at")
+        browser.settle()
+        pages["05_lora_spam"] = {"first_answer_s": at / 1000, "bytes_after_use": sum(browser.received.values())}
+        go(base + "book/05_lora_spam.html")
+        pages["05_lora_spam"]["bytes_on_open"] = sum(browser.received.values())
         pages["00_text_to_tokens"]["bytes_after_use"] = pages["00_text_to_tokens"]["bytes_on_open"]
+        go(base + "book/04_pretrained_weights.html")
+        browser.wait_for(ready)
         _, result = _generate(browser, NEW_TOKENS)  # warm-up; the prompt's ids for gpt2lib
         prompt_ids = result["ids"][: result["promptLength"]]
         browser_rate = NEW_TOKENS / statistics.median(_generate(browser, NEW_TOKENS)[0] for _ in range(REPS))
-        errors = list(browser.errors)
+        errors.extend(browser.errors)
         version = browser.call("Browser.getVersion")["product"].split("/")[-1]
     models = json.loads((SITE / "widgets" / "models.json").read_text())
     lock = json.loads((ROOT / "site" / "package-lock.json").read_text())["packages"]
@@ -119,7 +137,9 @@ def measure() -> dict:
         "gpt2lib_tokens_per_s_all_threads": _gpt2lib_rate(prompt_ids, torch.get_num_threads()),
         "threads": torch.get_num_threads(),
         "pages": pages,
-        "model_bytes": {name: m["bytes"] for name, m in models.items()},
+        "model_files": {f["file"]: f["bytes"] for m in models.values()
+                        for f in [{"file": m["file"], "bytes": (SITE / "widgets" / m["file"]).stat().st_size},
+                                  *m.get("external", [])]},  # fmt: skip
         "console_errors": errors,
     }
 
@@ -145,9 +165,10 @@ def table(r: dict) -> str:
     for name, p in r["pages"].items():
         lines.append(f"| {name} | {p['first_answer_s']:.2f} s | {p['bytes_on_open'] / mb:.1f} MB "
                      f"| {p['bytes_after_use'] / mb:.1f} MB |")  # fmt: skip
-    total = sum(r["model_bytes"].values())
-    lines += ["", f"All the book's models together: {total / mb:.1f} MB as served (budget 25 MB): "
-              + ", ".join(f"{n} {v / mb:.1f} MB" for n, v in r["model_bytes"].items()) + "."]  # fmt: skip
+    total = sum(r["model_files"].values())
+    lines += ["", f"All the book's models together: {total / mb:.1f} MB as served (budget 25 MB), "
+              "each file counted once: " + ", ".join(f"{n.removeprefix('models/')} {v / mb:.1f} MB"
+                                                     for n, v in r["model_files"].items()) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

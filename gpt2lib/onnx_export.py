@@ -30,9 +30,9 @@ class _Exported(nn.Module):
         return (logits, weights) if self.attention else logits
 
 
-def _store_float16(proto: Any) -> None:
-    """Store every float32 weight as float16 and cast it back once, where the graph starts: half
-    the bytes, the same float32 arithmetic (exact for weights that were float16 already)."""
+def _store_float16(proto: Any, exact_only: bool) -> None:
+    """Store float32 weights as float16 (all, or those float16 holds exactly) and cast them back
+    once, where the graph starts: half the bytes, the same float32 arithmetic."""
     import onnx
     from onnx import numpy_helper  # imported here: `import gpt2lib` does not need onnx
 
@@ -40,8 +40,11 @@ def _store_float16(proto: Any) -> None:
     for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT:
             continue
-        name = init.name
-        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"), f"{name}.float16"))
+        name, values = init.name, numpy_helper.to_array(init)
+        half = values.astype("float16")
+        if exact_only and not (half.astype("float32") == values).all():
+            continue
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
         casts.append(onnx.helper.make_node("Cast", [init.name], [name], to=onnx.TensorProto.FLOAT))
     nodes = casts + list(graph.node)  # the casts first, before any node reads a weight
     del graph.node[:]
@@ -50,8 +53,8 @@ def _store_float16(proto: Any) -> None:
 
 def export_onnx(
     model: GPTModel, path: str | os.PathLike, *, attention: bool = False,
-    positions: Literal["all", "last"] = "all", weights: Literal["float32", "float16"] = "float32",
-    opset: int = 18,
+    positions: Literal["all", "last"] = "all",
+    weights: Literal["float32", "float16", "float16-exact"] = "float32", opset: int = 18,
 ) -> Path:  # fmt: skip
     """Write ``model`` (float32, eval mode) to the ONNX file ``path``, atomically; return the path.
 
@@ -60,15 +63,17 @@ def export_onnx(
     only (1, 1, ...: all that generation needs, at 1/T of the output layer's cost), and, with
     ``attention``, ``attention`` (n_layers, 1, nh, T, T) from the explicit attention path. A tied
     output layer shares the token embedding's single initializer. ``weights="float16"`` stores
-    the weights in half the bytes and computes in float32. Needs the ``onnx`` and ``onnxscript``
-    packages (``torch.onnx``'s exporter).
+    the weights in half the bytes, rounded, and computes in float32; ``"float16-exact"`` does so
+    only for the weights float16 holds exactly (those of a model saved in float16, such as the
+    mini GPT-2), and keeps the rest (e.g. LoRA adapters trained on top) in float32. Needs the
+    ``onnx`` and ``onnxscript`` packages (``torch.onnx``'s exporter).
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"export_onnx needs a GPTModel, got {type(model).__name__}")
     if positions not in ("all", "last"):
         raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
-    if weights not in ("float32", "float16"):
-        raise ValueError(f"weights must be 'float32' or 'float16', got {weights!r}")
+    if weights not in ("float32", "float16", "float16-exact"):
+        raise ValueError(f"weights must be 'float32', 'float16' or 'float16-exact', got {weights!r}")
     import onnx
 
     first = next(model.parameters())
@@ -88,7 +93,7 @@ def export_onnx(
         proto = program.model_proto
         for node in proto.graph.node:  # the exporter's notes (stack traces): a third of a small file
             del node.metadata_props[:]
-        if weights == "float16":
-            _store_float16(proto)
+        if weights != "float32":
+            _store_float16(proto, exact_only=weights == "float16-exact")
         onnx.save(proto, str(tmp))
     return Path(path)

@@ -8,7 +8,10 @@ js-tiktoken and esbuild) and before the book is built; the build copies ``build/
 the site's root, so every page finds ``../widgets/``. The models come from what is committed:
 the mini GPT-2 in ``gpt2lib/pretrained`` is exported with :func:`gpt2lib.onnx_export.export_onnx`
 (its float16 weights stored as they are, computed in float32), so the page runs the very
-weights whose score chapter 3 measures.
+weights whose score chapter 3 measures; chapter 5's classifier is that model plus the adapters and
+head its run saved in ``book/outputs/offline``. Both read one copy of the mini model's token table
+(88 % of its bytes), an ONNX external-data file. Each file is checked with ONNX Runtime against
+PyTorch before the site gets it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site"
@@ -53,6 +58,61 @@ def bundle(out: Path) -> None:
     (out / "THIRD-PARTY.txt").write_text("\n".join(notice) + "\n", encoding="utf-8")
 
 
+TABLE = "mini-wte.bin"  # the mini model's token table, one file that both of its models read
+SPAM_DELTA = ROOT / "book" / "outputs" / "offline" / "spam-lora-delta.safetensors"
+
+
+def share_table(path: Path, out: Path, shape: tuple[int, int]) -> dict:
+    """Move the token table of the ONNX file ``path`` into ``out/TABLE`` (ONNX external data),
+    so that every model built on the mini model downloads it once; the table's bytes must be
+    those already there. Returns what models.json says of the shared file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    # the (vocab_size, emb_dim) initializer: named for wte, or for lm_head where the two are tied
+    (table,) = [i for i in proto.graph.initializer if tuple(i.dims) == shape]
+    data, shared = table.raw_data, out / TABLE
+    if shared.exists() and shared.read_bytes() != data:
+        raise SystemExit(f"{path.name}: its token table differs from the one in {TABLE}")
+    shared.write_bytes(data)
+    onnx.external_data_helper.set_external_data(table, location=TABLE, offset=0, length=len(data))
+    table.ClearField("raw_data")
+    table.data_location = onnx.TensorProto.EXTERNAL
+    onnx.save(proto, str(path))
+    return {"path": TABLE, "file": f"models/{TABLE}", "bytes": len(data), "sha256": sha256(shared)}
+
+
+def check(path: Path, model: torch.nn.Module, ids: list[int], attention: bool = False) -> None:
+    """ONNX Runtime on the finished file (its shared table included) computes what PyTorch does."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from gpt2lib.model import attention_weights
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": np.array([ids])})
+    with torch.no_grad():
+        expected = [model(torch.tensor([ids]))[:, -1:].numpy()]
+    if attention:
+        expected.append(attention_weights(model, torch.tensor([ids])).numpy())
+    for g, e in zip(got, expected, strict=True):
+        if not np.allclose(g, e, atol=1e-4, rtol=0):
+            raise SystemExit(f"{path.name}: ONNX Runtime differs from PyTorch by {abs(g - e).max():.2g}")
+
+
+def card(path: Path, table: dict, model: torch.nn.Module) -> dict:
+    return {
+        "file": f"models/{path.name}",
+        "bytes": path.stat().st_size + table["bytes"],
+        "sha256": sha256(path),
+        "external": [table],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "context_length": model.cfg.context_length,
+        "n_layers": model.cfg.n_layers,
+        "n_heads": model.cfg.n_heads,
+    }
+
+
 def mini_model(out: Path) -> dict:
     """The committed mini GPT-2 (the last position's logits and every layer's attention weights),
     and what the page says of it."""
@@ -61,22 +121,59 @@ def mini_model(out: Path) -> dict:
 
     model, manifest = load_mini(), read_manifest()
     path = export_onnx(model, out / "models" / f"{MINI_NAME}.onnx", attention=True,
-                       positions="last", weights="float16")  # fmt: skip
+                       positions="last", weights="float16-exact")  # fmt: skip
+    table = share_table(path, out / "models", (model.cfg.vocab_size, model.cfg.emb_dim))
+    check(path, model, [33676, 4720, 25, 198, 40, 481, 407], attention=True)
     final = manifest["final"]
     return {
-        "file": f"models/{path.name}",
-        "bytes": path.stat().st_size,
-        "sha256": sha256(path),
+        **card(path, table, model),
+        "weights_file": f"gpt2lib/pretrained/{MINI_NAME}/model.safetensors",
         "weights_sha256": sha256(PRETRAINED_DIR / MINI_NAME / "model.safetensors"),
         "title": f"{MINI_NAME}, the project's own mini GPT-2 (not OpenAI's)",
-        "parameters": sum(p.numel() for p in model.parameters()),
         "score": (
             f"Chapter 3 measures its validation loss on Tiny Shakespeare: "
             f"{final['val_loss']:.3f} (perplexity {final['val_perplexity']:.1f})"
         ),
-        "context_length": model.cfg.context_length,
-        "n_layers": model.cfg.n_layers,
-        "n_heads": model.cfg.n_heads,
+    }
+
+
+def spam_classifier() -> tuple[torch.nn.Module, dict]:
+    """Chapter 5's classifier as its run left it: the committed mini model plus the adapters and
+    head the chapter saved (``book/outputs/offline/spam-lora-delta.safetensors``)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from gpt2lib.classifier import add_classification_head
+    from gpt2lib.weights import load_pretrained
+
+    with safe_open(str(SPAM_DELTA), framework="pt") as f:
+        about = json.loads(f.metadata()["gpt2lib_spam_classifier"])
+    model, _ = load_pretrained(about["base"])
+    add_classification_head(model, len(about["labels"]), method="lora", rank=about["rank"],
+                            alpha=about["alpha"])  # fmt: skip
+    missing, unexpected = model.load_state_dict(load_file(SPAM_DELTA), strict=False)
+    if unexpected or any(".lora." in k or k.startswith("lm_head.") for k in missing):
+        raise SystemExit(f"{SPAM_DELTA} does not fit the classifier: {unexpected or missing}")
+    return model.eval(), about
+
+
+def spam_model(out: Path) -> dict:
+    from gpt2lib.onnx_export import export_onnx
+
+    model, about = spam_classifier()
+    path = export_onnx(model, out / "models" / "spam-classifier.onnx", positions="last",
+                       weights="float16-exact")  # fmt: skip
+    table = share_table(path, out / "models", (model.cfg.vocab_size, model.cfg.emb_dim))
+    check(path, model, [1639, 389, 257, 8464, 0])
+    return {
+        **card(path, table, model),
+        "weights_file": f"{SPAM_DELTA.relative_to(ROOT)} (on the mini model)",
+        "weights_sha256": sha256(SPAM_DELTA),
+        "title": (f"chapter 5's spam classifier: {about['base']} with LoRA (rank {about['rank']}, "
+                  f"alpha {about['alpha']}) and a 2-class head, from this book's run"),  # fmt: skip
+        "score": f"Chapter 5 measures its test accuracy: {about['test_accuracy']:.3f}",
+        "labels": about["labels"],
+        "max_length": about["max_length"],
     }
 
 
@@ -89,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     (out / "models").mkdir(parents=True)
     bundle(out)
-    models = {"mini-shakespeare": mini_model(out)}
+    models = {"mini-shakespeare": mini_model(out), "spam-classifier": spam_model(out)}
     (out / "models.json").write_text(json.dumps(models, indent=2) + "\n", encoding="utf-8")
-    total = sum(m["bytes"] for m in models.values())
+    files = {m["file"]: m["bytes"] - m["external"][0]["bytes"] for m in models.values()}
+    files[f"models/{TABLE}"] = models["mini-shakespeare"]["external"][0]["bytes"]
+    total = sum(files.values())  # each file once: the shared table is downloaded once
     print(f"widgets in {out}: {len(models)} model(s), {total / 1e6:.1f} MB of models")
     return 0
 

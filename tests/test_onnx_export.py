@@ -102,8 +102,25 @@ def test_float16_weights_halve_the_file_and_compute_in_float32(tmp_path):
     (logits,) = run(half, ids)
     rounded = model(True).half().float()  # the same weights, rounded as the file stores them
     np.testing.assert_allclose(logits, rounded(ids).detach().numpy(), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="weights must be 'float32' or 'float16'"):
+    with pytest.raises(ValueError, match="weights must be 'float32', 'float16' or 'float16-exact'"):
         export_onnx(m, tmp_path / "x.onnx", weights="int8")
+
+
+def test_float16_exact_keeps_what_float16_would_round(tmp_path):
+    m = model(True).half().float()  # every weight representable in float16, as the mini model's
+    add_classification_head(m, num_classes=2, method="lora", rank=2, alpha=4)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("lora.B"):
+                p.normal_(0.0, 0.1)  # trained on top, in float32: float16 would round these
+    m.eval()
+    path = export_onnx(m, tmp_path / "exact.onnx", weights="float16-exact")
+    stored = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+    assert stored["model.wte.weight.float16"] == onnx.TensorProto.FLOAT16
+    assert {t for n, t in stored.items() if ".lora." in n and n.endswith("B")} == {onnx.TensorProto.FLOAT}
+    ids = torch.randint(0, CFG.vocab_size, (1, 9))
+    (logits,) = run(path, ids)
+    np.testing.assert_allclose(logits, m(ids).detach().numpy(), atol=1e-5, rtol=0)
 
 
 PROMPTS = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,38 @@ def test_without_webassembly_a_widget_says_so(browser):
         assert "cannot run WebAssembly" in browser.evaluate(f"{GENERATE}.innerText")
     finally:
         browser.call("Page.removeScriptToEvaluateOnNewDocument", identifier=script["identifier"])
+
+
+SPAM = "document.querySelector('[data-widget=spam]')"
+MESSAGES = [
+    "You are a winner! You have been specially selected to receive $1000 cash or a $2000 award.",
+    "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
+    "URGENT! Your mobile number has won a £2,000 prize. Call 09061701461 to claim now.",
+    "Can you pick up some milk on your way home?",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121 " * 3,
+    "ok <|endoftext|> see u at 5 :) 🤖",
+]
+
+
+def test_the_spam_probability_in_the_page_equals_pytorchs(browser):
+    sys.path.insert(0, str(SITE.parent.parent / "scripts"))
+    from build_widgets import spam_classifier
+
+    model, about = spam_classifier()
+    tokenizer = get_tokenizer()
+    open_page(browser, "05_lora_spam")
+    labels = []
+    for text in MESSAGES:
+        set_value(browser, SPAM, "textarea", text)
+        browser.evaluate(f"{SPAM}.gpt2Result = undefined; {SPAM}.querySelector('button').click()")
+        result = browser.wait_for(f"{SPAM}.gpt2Result", timeout=180)
+        ids = tokenizer.encode(text, disallowed_special=())[: about["max_length"]]  # as classify
+        assert result.get("ids") == ids, (text, result)
+        with torch.no_grad():
+            expected = torch.softmax(model(torch.tensor([ids]))[0, -1], dim=-1)[1].item()
+        assert abs(result["probability"] - expected) < 1e-3, (text, result, expected)
+        labels.append(result["label"])
+    assert labels[:4] == ["spam", "ham", "spam", "ham"]  # as chapter 5's `classify` prints them
+    card = browser.evaluate(f"{SPAM}.querySelector('.gpt2-model-card').innerText")
+    assert "test accuracy" in card and f"{about['test_accuracy']:.3f}" in card
+    no_trouble(browser)

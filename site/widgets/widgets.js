@@ -99,20 +99,43 @@ async function fetchWithProgress(url, total, onProgress) {
   return bytes;
 }
 
-/** The ONNX Runtime session of model `name`, downloaded (with progress) and checked once. */
+const downloads = new Map(); // file -> promise of its checked bytes (a shared table: once)
+
+function download(file, onBytes) {
+  if (!downloads.has(file.file)) {
+    const promise = (async () => {
+      const bytes = await fetchWithProgress(new URL(file.file, BASE), file.bytes, onBytes);
+      const digest = await sha256Hex(bytes);
+      if (digest !== null && digest !== file.sha256) {
+        throw new Error(`${file.file}: sha256 ${digest.slice(0, 12)}…, expected ${file.sha256.slice(0, 12)}…`);
+      }
+      return { bytes, checked: digest !== null };
+    })();
+    promise.catch(() => downloads.delete(file.file)); // a failed download may be tried again
+    downloads.set(file.file, promise);
+  }
+  return downloads.get(file.file);
+}
+
+/** The ONNX Runtime session of model `name`: its file and the external data it reads (the
+ * shared token table), downloaded with progress and checked against models.json, once. */
 function loadModel(name, onProgress) {
   if (!sessions.has(name)) {
     const promise = (async () => {
       const [ort, meta] = await Promise.all([runtime(), models()]);
       const info = meta[name];
       if (!info) throw new Error(`no model ${name} in models.json`);
-      const bytes = await fetchWithProgress(new URL(info.file, BASE), info.bytes, onProgress);
-      const digest = await sha256Hex(bytes);
-      if (digest !== null && digest !== info.sha256) {
-        throw new Error(`${info.file}: sha256 ${digest.slice(0, 12)}…, expected ${info.sha256.slice(0, 12)}…`);
-      }
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
-      return { ort, info, session, checked: digest !== null };
+      const own = { file: info.file, sha256: info.sha256, bytes: info.bytes - (info.external || []).reduce((n, e) => n + e.bytes, 0) };
+      const files = [own, ...(info.external || [])];
+      const got = new Map();
+      const report = () => onProgress([...got.values()].reduce((a, b) => a + b, 0), info.bytes);
+      const loaded = await Promise.all(files.map((file) => download(file, (n) => { got.set(file.file, n); report(); })));
+      const options = {
+        executionProviders: ["wasm"],
+        externalData: (info.external || []).map((e, i) => ({ path: e.path, data: loaded[i + 1].bytes })),
+      };
+      const session = await ort.InferenceSession.create(loaded[0].bytes, options);
+      return { ort, info, session, checked: loaded.every((l) => l.checked) };
     })();
     promise.catch(() => sessions.delete(name)); // a failed load may be tried again
     sessions.set(name, promise);
@@ -140,7 +163,7 @@ function modelCard(info, checked) {
   return el("p", { class: "gpt2-model-card" },
     el("strong", {}, info.title), `: ${info.parameters.toLocaleString("en")} parameters, ${mb} MB `,
     `(ONNX sha256 `, short(info.sha256), checked ? ", checked in this browser" : "",
-    `; exported from the committed weights, model.safetensors sha256 `, short(info.weights_sha256),
+    `; exported from the committed `, el("code", {}, info.weights_file), ` sha256 `, short(info.weights_sha256),
     `). ${info.score}.`);
 }
 
@@ -475,9 +498,52 @@ function generateWidget(box) {
     el("p", { class: "gpt2-note" }, "Sampling uses a seeded generator of this page's own (not PyTorch's), so a seed gives the same text here every time, but not the text the chapter's cells print. Temperature 0 is greedy decoding, which gives exactly gpt2lib.generate's tokens."));
 }
 
+// --- widget: spam or not ---------------------------------------------------------------------------
+
+function spamWidget(box) {
+  const name = box.dataset.model || "spam-classifier";
+  const message = el("textarea", { rows: "3", "aria-label": "message" });
+  const initial = box.dataset.text || "URGENT! Your mobile number has won a £2,000 prize. Call 09061701461 to claim now.";
+  const go = el("button", { type: "button" }, "Classify");
+  const reset = el("button", { type: "button" }, "Reset");
+  const verdict = el("p", { class: "gpt2-verdict", "aria-live": "polite" });
+  const meter = el("div", { class: "gpt2-bar-track gpt2-meter" }, el("span", { class: "gpt2-bar-fill" }));
+  const load = modelLoader(box, name);
+  async function classify() {
+    go.disabled = true;
+    try {
+      const model = await load();
+      const { labels, max_length: maxLength } = model.info;
+      // as gpt2lib.classifier.classify: special tokens read as plain text, cut to max_length
+      const all = tokenizer.encode(message.value, [], []);
+      const ids = all.slice(0, maxLength);
+      if (!message.value.trim()) throw new Error("type a message first");
+      const { last } = await forward(model, ids);
+      const top = Math.max(...last);
+      const exp = Array.from(last, (v) => Math.exp(v - top));
+      const sum = exp.reduce((a, b) => a + b, 0);
+      const probability = exp[labels.indexOf("spam")] / sum;
+      const label = labels[exp.indexOf(Math.max(...exp))];
+      meter.firstChild.style.width = `${(100 * probability).toFixed(1)}%`;
+      verdict.replaceChildren(el("strong", {}, label), ` (spam probability ${probability.toFixed(3)}` +
+        `${all.length > maxLength ? `; the first ${maxLength} of ${all.length} tokens, as in training` : ""})`);
+      box.gpt2Result = { ids, probability, label, at: performance.now() };
+    } catch (err) {
+      verdict.textContent = errorText(err);
+      box.gpt2Result = { error: String(err) };
+    } finally {
+      go.disabled = false;
+    }
+  }
+  go.addEventListener("click", classify);
+  reset.addEventListener("click", () => { message.value = initial; verdict.textContent = ""; meter.firstChild.style.width = "0"; });
+  message.value = initial;
+  box.append(field("A text message", message), el("div", { class: "gpt2-row" }, go, reset), meter, verdict);
+}
+
 // --- start ---------------------------------------------------------------------------------------
 
-const WIDGETS = { tokens: tokensWidget, attention: attentionWidget, generate: generateWidget };
+const WIDGETS = { tokens: tokensWidget, attention: attentionWidget, generate: generateWidget, spam: spamWidget };
 
 for (const box of document.querySelectorAll(".gpt2-widget")) {
   const make = WIDGETS[box.dataset.widget];
