@@ -7,14 +7,21 @@ argument ``compile`` trains with ``TrainConfig(compile=True)``.
 
 import dataclasses
 import json
+import os
 import sys
 
-import torch
+# each rank compiles into a cache of its own (the test gives the run a fresh folder): two ranks
+# writing one shared cache once made one read the other's half-written kernel ("file too short")
+if "GPT2LIB_TEST_INDUCTOR_CACHE" in os.environ:
+    rank_cache = os.path.join(os.environ["GPT2LIB_TEST_INDUCTOR_CACHE"], f"rank{os.environ.get('RANK', '0')}")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = rank_cache
 
-from gpt2lib import GPTConfig, GPTModel
-from gpt2lib.data.text import SlidingWindowDataset
-from gpt2lib.distributed import dist_info
-from gpt2lib.train import TrainConfig, train
+import torch  # noqa: E402 (after the cache folder is chosen)
+
+from gpt2lib import GPTConfig, GPTModel  # noqa: E402
+from gpt2lib.data.text import SlidingWindowDataset  # noqa: E402
+from gpt2lib.distributed import dist_info  # noqa: E402
+from gpt2lib.train import TrainConfig, train  # noqa: E402
 
 TINY = GPTConfig(vocab_size=100, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 GLOBAL_BATCH = 4

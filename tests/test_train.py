@@ -345,6 +345,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, compiled):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
         "OMP_NUM_THREADS": "1",
+        "GPT2LIB_TEST_INDUCTOR_CACHE": str(tmp_path / "inductor"),  # per rank, fresh: no races
     }
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -38,8 +38,9 @@ def browser():
         yield chromium
 
 
-def open_page(browser: Chromium, page: str) -> None:
-    browser.resize(1280)
+def open_page(browser: Chromium, page: str, width: int = 390) -> None:
+    """Open a chapter at a phone's width (or ``width``) and wait until its widgets are ready."""
+    browser.resize(width)
     browser.navigate(browser.base + f"book/{page}.html")
     browser.wait_for("document.querySelectorAll('.gpt2-widget').length > 0 && "
                      "Array.from(document.querySelectorAll('.gpt2-widget')).every("
@@ -52,9 +53,13 @@ def set_value(browser: Chromium, box: str, selector: str, value: str) -> None:
 
 
 def no_trouble(browser: Chromium) -> None:
-    """Nothing the page did left its own host, and nothing logged an error."""
+    """Nothing the page did left its own host, nothing logged an error, and every widget fits
+    the screen (the page does not scroll sideways, nor does any widget's box)."""
     assert foreign_requests(browser.requests) == []
     assert browser.errors == []
+    assert browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth && "
+                            "Array.from(document.querySelectorAll('.gpt2-widget'))"
+                            ".every(w => w.scrollWidth <= w.clientWidth + 1)")  # fmt: skip
 
 
 TEXTS = [
@@ -97,7 +102,7 @@ def test_greedy_generation_in_the_page_equals_gpt2lib_generate(browser):
     from gpt2lib.mini import load_mini
 
     mini, gpt2 = load_mini(), get_tokenizer()
-    open_page(browser, "04_pretrained_weights")
+    open_page(browser, "04_pretrained_weights", width=1280)
     for prompt in PROMPTS:
         result = generate_in_page(browser, prompt, 24, temperature="0")
         expected = generate(mini, torch.tensor([gpt2.encode(prompt)]), 24)[0].tolist()
