@@ -10,7 +10,8 @@ Prints a markdown table and writes it, with the raw figures, to
    whole sequence: the exported graph has no KV cache), against ``gpt2lib.generate`` in this
    process on one thread and on all of them; the median of 3 runs after a warm-up each;
 2. time from opening a page to its first answer (the page served from a loopback port, so the
-   network costs nothing; a reader's connection adds the bytes of 3 over its speed);
+   network costs nothing; a reader's connection adds the bytes of 3 over its speed); chapter
+   6's first answer is both models' (the tuned one's and the base one's, up to 16 tokens each);
 3. the bytes each widget page downloads: when it opens, and after every widget on it has run;
    and the bytes of the models, each file once (the budget: 25 MB for all of them).
 """
@@ -118,6 +119,16 @@ def measure() -> dict:
         pages["05_lora_spam"] = {"first_answer_s": at / 1000, "bytes_after_use": sum(browser.received.values())}
         go(base + "book/05_lora_spam.html")
         pages["05_lora_spam"]["bytes_on_open"] = sum(browser.received.values())
+        instruct = "document.querySelector('[data-widget=instruct]')"
+        go(base + "book/06_instruction_tuning.html", settle=False)
+        browser.wait_for(ready)
+        browser.evaluate(f"{instruct}.querySelector('button').click()")  # both models' answers
+        at = browser.wait_for(f"{instruct}.gpt2Result && {instruct}.gpt2Result.at", timeout=300)
+        browser.settle()
+        pages["06_instruction_tuning"] = {"first_answer_s": at / 1000,
+                                          "bytes_after_use": sum(browser.received.values())}  # fmt: skip
+        go(base + "book/06_instruction_tuning.html")
+        pages["06_instruction_tuning"]["bytes_on_open"] = sum(browser.received.values())
         pages["00_text_to_tokens"]["bytes_after_use"] = pages["00_text_to_tokens"]["bytes_on_open"]
         go(base + "book/04_pretrained_weights.html")
         browser.wait_for(ready)

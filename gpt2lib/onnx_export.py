@@ -30,23 +30,55 @@ class _Exported(nn.Module):
         return (logits, weights) if self.attention else logits
 
 
-def _store_float16(proto: Any, exact_only: bool) -> None:
-    """Store float32 weights as float16 (all, or those float16 holds exactly) and cast them back
-    once, where the graph starts: half the bytes, the same float32 arithmetic."""
+def _store_smaller(proto: Any, weights: str, base: dict[str, torch.Tensor] | None) -> None:
+    """Store the float32 weights in fewer bytes and restore them to float32 once, where the graph
+    starts, so that the arithmetic stays float32. ``"float16"``: every weight rounded to float16;
+    ``"float16-exact"``: only those float16 holds exactly; ``"int8"``: every matrix as int8 with a
+    float32 scale per row (``w ~ q * s``, ``s = max|row| / 127``), the rest (biases, norms) as is;
+    with ``base`` (initializer name -> tensor), a matrix is its base's in float16 plus such an
+    int8 difference (``w ~ b + q * s``)."""
+    import numpy as np
     import onnx
     from onnx import numpy_helper  # imported here: `import gpt2lib` does not need onnx
 
-    graph, casts = proto.graph, []
+    graph, restore, scales = proto.graph, [], []
     for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT:
             continue
         name, values = init.name, numpy_helper.to_array(init)
+        if weights == "int8":
+            if values.ndim != 2:
+                continue
+            ref = None
+            if base is not None:
+                if name not in base or tuple(base[name].shape) != values.shape:
+                    raise ValueError(f"base has no weight {name} of shape {values.shape}")
+                ref = base[name].detach().cpu().float().numpy().astype(np.float16)
+                values = values - ref.astype(np.float32)
+            scale = np.abs(values).max(axis=1, keepdims=True) / 127
+            scale[scale == 0] = 1.0  # a row of zeros stays zeros
+            q = np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+            init.CopyFrom(numpy_helper.from_array(q, f"{name}.int8"))
+            scales.append(numpy_helper.from_array(scale.astype(np.float32), f"{name}.scale"))
+            scaled = name if ref is None else f"{name}.delta"
+            restore += [
+                onnx.helper.make_node("Cast", [init.name], [f"{name}.cast"], to=onnx.TensorProto.FLOAT),
+                onnx.helper.make_node("Mul", [f"{name}.cast", f"{name}.scale"], [scaled]),
+            ]
+            if ref is not None:
+                scales.append(numpy_helper.from_array(ref, f"{name}.base"))
+                restore += [
+                    onnx.helper.make_node("Cast", [f"{name}.base"], [f"{name}.base32"], to=onnx.TensorProto.FLOAT),
+                    onnx.helper.make_node("Add", [f"{name}.base32", scaled], [name]),
+                ]
+            continue
         half = values.astype("float16")
-        if exact_only and not (half.astype("float32") == values).all():
+        if weights == "float16-exact" and not (half.astype("float32") == values).all():
             continue
         init.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
-        casts.append(onnx.helper.make_node("Cast", [init.name], [name], to=onnx.TensorProto.FLOAT))
-    nodes = casts + list(graph.node)  # the casts first, before any node reads a weight
+        restore.append(onnx.helper.make_node("Cast", [init.name], [name], to=onnx.TensorProto.FLOAT))
+    graph.initializer.extend(scales)
+    nodes = restore + list(graph.node)  # restored first, before any node reads a weight
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -54,7 +86,8 @@ def _store_float16(proto: Any, exact_only: bool) -> None:
 def export_onnx(
     model: GPTModel, path: str | os.PathLike, *, attention: bool = False,
     positions: Literal["all", "last"] = "all",
-    weights: Literal["float32", "float16", "float16-exact"] = "float32", opset: int = 18,
+    weights: Literal["float32", "float16", "float16-exact", "int8"] = "float32",
+    base: GPTModel | None = None, opset: int = 18,
 ) -> Path:  # fmt: skip
     """Write ``model`` (float32, eval mode) to the ONNX file ``path``, atomically; return the path.
 
@@ -65,15 +98,24 @@ def export_onnx(
     output layer shares the token embedding's single initializer. ``weights="float16"`` stores
     the weights in half the bytes, rounded, and computes in float32; ``"float16-exact"`` does so
     only for the weights float16 holds exactly (those of a model saved in float16, such as the
-    mini GPT-2), and keeps the rest (e.g. LoRA adapters trained on top) in float32. Needs the
+    mini GPT-2), and keeps the rest (e.g. LoRA adapters trained on top) in float32. ``"int8"``
+    stores every matrix in 8 bits with a scale per row (a quarter of the bytes), rounded more
+    coarsely: check the decoded tokens, not the logits. With ``base`` (int8 only), the model a
+    fine-tuned ``model`` started from, each matrix is stored as the base's in float16 plus the
+    int8 difference, which is small, so it rounds far less; a page that also runs the base can
+    share those bytes (ONNX external data). Needs the
     ``onnx`` and ``onnxscript`` packages (``torch.onnx``'s exporter).
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"export_onnx needs a GPTModel, got {type(model).__name__}")
     if positions not in ("all", "last"):
         raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
-    if weights not in ("float32", "float16", "float16-exact"):
-        raise ValueError(f"weights must be 'float32', 'float16' or 'float16-exact', got {weights!r}")
+    if weights not in ("float32", "float16", "float16-exact", "int8"):
+        raise ValueError(
+            f"weights must be 'float32', 'float16', 'float16-exact' or 'int8', got {weights!r}"
+        )
+    if base is not None and weights != "int8":
+        raise ValueError(f"base needs weights='int8', got weights={weights!r}")
     import onnx
 
     first = next(model.parameters())
@@ -94,6 +136,7 @@ def export_onnx(
         for node in proto.graph.node:  # the exporter's notes (stack traces): a third of a small file
             del node.metadata_props[:]
         if weights != "float32":
-            _store_float16(proto, exact_only=weights == "float16-exact")
+            named = None if base is None else {f"model.{k}": v for k, v in base.state_dict().items()}
+            _store_smaller(proto, weights, named)
         onnx.save(proto, str(tmp))
     return Path(path)

@@ -9,9 +9,11 @@ the site's root, so every page finds ``../widgets/``. The models come from what 
 the mini GPT-2 in ``gpt2lib/pretrained`` is exported with :func:`gpt2lib.onnx_export.export_onnx`
 (its float16 weights stored as they are, computed in float32), so the page runs the very
 weights whose score chapter 3 measures; chapter 5's classifier is that model plus the adapters and
-head its run saved in ``book/outputs/offline``. Both read one copy of the mini model's token table
-(88 % of its bytes), an ONNX external-data file. Each file is checked with ONNX Runtime against
-PyTorch before the site gets it.
+head its run saved in ``book/outputs/offline``. Chapter 6's tuned model is the exception: the
+chapter keeps no weights, so this build trains it with the chapter's recipe (once, cached) and
+scores it itself (:func:`instruct`). Every model reads one copy of the mini model's weights, an
+ONNX external-data file. Each file is checked with ONNX Runtime against PyTorch before the site
+gets it.
 """
 
 from __future__ import annotations
@@ -58,28 +60,43 @@ def bundle(out: Path) -> None:
     (out / "THIRD-PARTY.txt").write_text("\n".join(notice) + "\n", encoding="utf-8")
 
 
-TABLE = "mini-wte.bin"  # the mini model's token table, one file that both of its models read
+SHARED = "mini-weights.bin"  # the mini model's weights in float16: one file for all its models
 SPAM_DELTA = ROOT / "book" / "outputs" / "offline" / "spam-lora-delta.safetensors"
+ALIGN = 4096  # each tensor's offset in the shared file: a page boundary, as memory maps want
+_shared: dict[str, tuple[int, int]] = {}  # sha256 of a tensor's bytes -> (offset, length) there
 
 
-def share_table(path: Path, out: Path, shape: tuple[int, int]) -> dict:
-    """Move the token table of the ONNX file ``path`` into ``out/TABLE`` (ONNX external data),
-    so that every model built on the mini model downloads it once; the table's bytes must be
-    those already there. Returns what models.json says of the shared file."""
+def share_weights(path: Path, out: Path, create: bool = False) -> dict:
+    """Point every float16 weight of the ONNX file ``path`` that the mini model holds (the same
+    bytes) to ``out/SHARED``, ONNX external data, so that a page downloads the mini model's
+    weights once for all the models built on it; ``create`` writes that file from ``path``'s
+    own, the mini model's. Returns what models.json says of the shared file."""
     import onnx
+    from onnx.external_data_helper import set_external_data
 
-    proto = onnx.load(str(path))
-    # the (vocab_size, emb_dim) initializer: named for wte, or for lm_head where the two are tied
-    (table,) = [i for i in proto.graph.initializer if tuple(i.dims) == shape]
-    data, shared = table.raw_data, out / TABLE
-    if shared.exists() and shared.read_bytes() != data:
-        raise SystemExit(f"{path.name}: its token table differs from the one in {TABLE}")
-    shared.write_bytes(data)
-    onnx.external_data_helper.set_external_data(table, location=TABLE, offset=0, length=len(data))
-    table.ClearField("raw_data")
-    table.data_location = onnx.TensorProto.EXTERNAL
+    proto, shared = onnx.load(str(path)), out / SHARED
+    found = 0
+    with open(shared, "ab" if create else "rb") as f:
+        for init in proto.graph.initializer:
+            if init.data_type != onnx.TensorProto.FLOAT16:
+                continue
+            data = init.raw_data
+            digest = hashlib.sha256(data).hexdigest()
+            if create and digest not in _shared:
+                offset = -(-f.tell() // ALIGN) * ALIGN
+                f.write(b"\0" * (offset - f.tell()) + data)
+                _shared[digest] = (offset, len(data))
+            if digest in _shared:
+                offset, length = _shared[digest]
+                set_external_data(init, location=SHARED, offset=offset, length=length)
+                init.ClearField("raw_data")
+                init.data_location = onnx.TensorProto.EXTERNAL
+                found += length
+    if not found:
+        raise SystemExit(f"{path.name} shares no weight with the mini model")
     onnx.save(proto, str(path))
-    return {"path": TABLE, "file": f"models/{TABLE}", "bytes": len(data), "sha256": sha256(shared)}
+    return {"path": SHARED, "file": f"models/{SHARED}", "bytes": shared.stat().st_size,
+            "sha256": sha256(shared), "shared_bytes": found}  # fmt: skip
 
 
 def check(path: Path, model: torch.nn.Module, ids: list[int], attention: bool = False) -> None:
@@ -122,7 +139,7 @@ def mini_model(out: Path) -> dict:
     model, manifest = load_mini(), read_manifest()
     path = export_onnx(model, out / "models" / f"{MINI_NAME}.onnx", attention=True,
                        positions="last", weights="float16-exact")  # fmt: skip
-    table = share_table(path, out / "models", (model.cfg.vocab_size, model.cfg.emb_dim))
+    table = share_weights(path, out / "models", create=True)
     check(path, model, [33676, 4720, 25, 198, 40, 481, 407], attention=True)
     final = manifest["final"]
     return {
@@ -163,7 +180,7 @@ def spam_model(out: Path) -> dict:
     model, about = spam_classifier()
     path = export_onnx(model, out / "models" / "spam-classifier.onnx", positions="last",
                        weights="float16-exact")  # fmt: skip
-    table = share_table(path, out / "models", (model.cfg.vocab_size, model.cfg.emb_dim))
+    table = share_weights(path, out / "models")
     check(path, model, [1639, 389, 257, 8464, 0])
     return {
         **card(path, table, model),
@@ -177,6 +194,132 @@ def spam_model(out: Path) -> dict:
     }
 
 
+CACHE = ROOT / "build" / "widgets-cache"  # chapter 6's model, trained once per recipe and base
+TASK_RESPONSES = ROOT / "book" / "outputs" / "offline" / "procedural-with-response.json"
+
+
+def instruct_model() -> tuple[torch.nn.Module, dict]:
+    """Chapter 6's instruction-tuned mini model for the procedural tasks, trained by this build
+    with the chapter's own recipe (``Recipe.mini_tasks()``) and seed, as section 6 trains it.
+
+    The chapter retrains it at every run and commits no weights (a full fine-tune changes every
+    number: 14 MB per run), so the site trains its own and shows the score of this very model.
+    Cached in ``build/widgets-cache``, keyed by the recipe, the base weights and torch."""
+    import dataclasses
+    import time
+
+    from gpt2lib.data.tasks import exact_match_by_kind, make_splits
+    from gpt2lib.instruction_tuning import Recipe, generate_responses, instruction_tune
+    from gpt2lib.mini import MINI_NAME, PRETRAINED_DIR
+    from gpt2lib.saving import load_model, load_model_config, save_model
+    from gpt2lib.weights import load_pretrained
+
+    recipe = Recipe.mini_tasks()
+    base = sha256(PRETRAINED_DIR / MINI_NAME / "model.safetensors")
+    key = {"recipe": dataclasses.asdict(recipe), "base": base, "torch": torch.__version__}
+    directory = CACHE / f"mini-instruct-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
+    if (directory / "config.json").exists():
+        return load_model(directory), load_model_config(directory)["extra"]
+    print(f"training chapter 6's model for the procedural tasks ({recipe.max_steps} steps; once, "
+          f"then cached in {directory.relative_to(ROOT)})", flush=True)  # fmt: skip
+    train, val, test = make_splits()
+    model, _ = load_pretrained(recipe.model)
+    torch.manual_seed(recipe.seed)  # as the chapter seeds its run
+    start = time.perf_counter()
+    history = instruction_tune(model, train, val, recipe, progress=False)
+    seconds = time.perf_counter() - start
+    answers = generate_responses(model, test, max_new_tokens=recipe.max_new_tokens, batch_size=32)
+    extra = {
+        **key, "seed": recipe.seed, "train_seconds": round(seconds, 1),
+        "val_loss": [round(v, 4) for v in history.val_loss], "steps": history.steps[-1],
+        "pytorch_exact_match": exact_match_by_kind(test, answers),
+    }  # fmt: skip
+    save_model(model, directory, extra=extra)
+    return load_model(directory), extra
+
+
+def greedy_onnx(session, ids: list[int], new_tokens: int, stop: int | None) -> list[int]:
+    """Greedy decoding with ONNX Runtime (a file exported with positions="last"): the new ids."""
+    import numpy as np
+
+    out: list[int] = []
+    for _ in range(new_tokens):
+        (logits,) = session.run(["logits"], {"input_ids": np.array([ids + out])})
+        out.append(int(logits[0, -1].argmax()))
+        if out[-1] == stop:
+            break
+    return out
+
+
+def instruct(out: Path, base_session) -> dict:
+    """Chapter 6's tuned model, stored as the mini model (whose weights the page has) plus an int8
+    difference (in float16 it would be 14.5 MB more, past the 25 MB budget), checked token for
+    token against PyTorch, and scored as the page runs it."""
+    import onnxruntime as ort
+
+    from gpt2lib.data.tasks import KINDS, exact_match, exact_match_by_kind, make_splits
+    from gpt2lib.generate import generate
+    from gpt2lib.instruction_tuning import extract_response, response_prompt
+    from gpt2lib.mini import load_mini
+    from gpt2lib.onnx_export import export_onnx
+    from gpt2lib.tokenizer import ENDOFTEXT_ID, get_tokenizer
+
+    model, about = instruct_model()
+    model.eval()
+    path = export_onnx(model, out / "models" / "mini-instruct.onnx", positions="last", weights="int8",
+                       base=load_mini())  # fmt: skip
+    table = share_weights(path, out / "models")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tokenizer, (_, _, test) = get_tokenizer(), make_splits()
+    new_tokens = about["recipe"]["max_new_tokens"]
+    # the smaller encoding's check: greedy tokens equal PyTorch's (float32 weights) on 27 prompts
+    # x 32 new tokens (past end-of-text), three of each kind: the tasks the page offers
+    picked = [r for kind in KINDS for r in [t for t in test if t["kind"] == kind][:3]]
+    for record in picked:
+        ids = tokenizer.encode(response_prompt(record), allowed_special="all")
+        expected = generate(model, torch.tensor([ids]), 32)[0, len(ids):].tolist()
+        if greedy_onnx(session, ids, 32, stop=None) != expected:
+            raise SystemExit(f"mini-instruct.onnx: int8 greedy tokens differ from PyTorch's on {record}")
+    # every test task as the page answers it: greedy until end-of-text, at most the recipe's
+    # tokens; the base model too (the page shows its answer beside the tuned one)
+    answers, base_answers, agree = [], [], 0
+    for record in test:
+        prompt = response_prompt(record)
+        ids = tokenizer.encode(prompt, allowed_special="all")
+        new = greedy_onnx(session, ids, new_tokens, stop=ENDOFTEXT_ID)
+        answers.append(extract_response(tokenizer.decode(ids + new), prompt))
+        expected = generate(model, torch.tensor([ids]), new_tokens, eos_id=ENDOFTEXT_ID)[0, len(ids):]
+        agree += int(expected.tolist() == new)
+        base_new = greedy_onnx(base_session, ids, new_tokens, stop=ENDOFTEXT_ID)
+        base_answers.append(extract_response(tokenizer.decode(ids + base_new), prompt))
+    if agree < 0.99 * len(test):
+        raise SystemExit(f"mini-instruct.onnx: int8 answers PyTorch's on only {agree} of {len(test)} tasks")
+    score, before = exact_match_by_kind(test, answers), exact_match_by_kind(test, base_answers)
+    book = json.loads(TASK_RESPONSES.read_text(encoding="utf-8"))
+    book_score = sum(exact_match(r["model_response"], r) for r in book) / len(book)
+    examples = [  # what the page offers to pick, with the answers this build computed
+        {**{k: r[k] for k in ("kind", "instruction", "input", "output")},
+         "answer": answers[test.index(r)], "base_answer": base_answers[test.index(r)]}
+        for r in picked
+    ]  # fmt: skip
+    template = response_prompt({"instruction": "{instruction}", "input": "{input}"})
+    return {
+        **card(path, table, model),
+        "weights_file": "no weights committed: the chapter keeps none",
+        "weights_sha256": None,
+        "title": ("chapter 6's instruction-tuned mini model (procedural tasks), trained by the "
+                  f"site build with the chapter's recipe ({about['steps']:,} steps, seed {about['seed']}), stored as "
+                  "the mini model plus an int8 difference"),
+        "score": (f"Its exact match on chapter 6's {len(test)} test tasks, computed by the site build "
+                  f"on this very file: {score['all']:.3f} (chapter 6's own run: {book_score:.3f}; the "
+                  f"base model's: {before['all']:.3f})"),
+        "exact_match": score, "base_exact_match": before, "pytorch_exact_match": about["pytorch_exact_match"],
+        "same_tokens_as_pytorch": f"{agree} of {len(test)}",
+        "max_new_tokens": new_tokens, "base": "mini-shakespeare", "examples": examples,
+        "prompt_with_input": template, "prompt_without_input": response_prompt({"instruction": "{instruction}"}),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -184,13 +327,24 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     if out.exists():
         shutil.rmtree(out)
+    _shared.clear()
     (out / "models").mkdir(parents=True)
     bundle(out)
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT))
+    from tools.offline import offline_environment
+
+    # the site shows the offline profile: chapter 6's model is trained as the chapter's offline
+    # run trains it, its tokenizer files fetched through the local mirror of the offline world
+    offline_environment()
     models = {"mini-shakespeare": mini_model(out), "spam-classifier": spam_model(out)}
+    base = ort.InferenceSession(str(out / models["mini-shakespeare"]["file"]), providers=["CPUExecutionProvider"])
+    models["mini-instruct"] = instruct(out, base)
     (out / "models.json").write_text(json.dumps(models, indent=2) + "\n", encoding="utf-8")
-    files = {m["file"]: m["bytes"] - m["external"][0]["bytes"] for m in models.values()}
-    files[f"models/{TABLE}"] = models["mini-shakespeare"]["external"][0]["bytes"]
-    total = sum(files.values())  # each file once: the shared table is downloaded once
+    files = {m["file"]: m["bytes"] - sum(e["bytes"] for e in m["external"]) for m in models.values()}
+    files[f"models/{SHARED}"] = models["mini-shakespeare"]["external"][0]["bytes"]
+    total = sum(files.values())  # each file once: the shared weights are downloaded once
     print(f"widgets in {out}: {len(models)} model(s), {total / 1e6:.1f} MB of models")
     return 0
 

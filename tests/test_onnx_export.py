@@ -102,8 +102,8 @@ def test_float16_weights_halve_the_file_and_compute_in_float32(tmp_path):
     (logits,) = run(half, ids)
     rounded = model(True).half().float()  # the same weights, rounded as the file stores them
     np.testing.assert_allclose(logits, rounded(ids).detach().numpy(), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="weights must be 'float32', 'float16' or 'float16-exact'"):
-        export_onnx(m, tmp_path / "x.onnx", weights="int8")
+    with pytest.raises(ValueError, match="weights must be 'float32', 'float16', 'float16-exact' or 'int8'"):
+        export_onnx(m, tmp_path / "x.onnx", weights="int4")
 
 
 def test_float16_exact_keeps_what_float16_would_round(tmp_path):
@@ -121,6 +121,70 @@ def test_float16_exact_keeps_what_float16_would_round(tmp_path):
     ids = torch.randint(0, CFG.vocab_size, (1, 9))
     (logits,) = run(path, ids)
     np.testing.assert_allclose(logits, m(ids).detach().numpy(), atol=1e-5, rtol=0)
+
+
+def test_int8_stores_each_matrix_in_a_byte_per_number_with_a_scale_per_row(tmp_path):
+    m = model(True)
+    with torch.no_grad():
+        m.h[0].mlp.c_fc.weight[3].zero_()  # a row of zeros stays zeros
+    path = export_onnx(m, tmp_path / "8.onnx", weights="int8")
+    stored = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    int8 = {n.removesuffix(".int8"): list(i.dims) for n, i in stored.items() if i.data_type == onnx.TensorProto.INT8}
+    matrices = [list(p.shape) for p in m.parameters() if p.ndim == 2]  # the tied table once
+    assert sorted(int8.values()) == sorted(matrices)
+    for name, dims in int8.items():
+        assert list(stored[f"{name}.scale"].dims) == [dims[0], 1]
+    assert all(i.data_type != onnx.TensorProto.FLOAT or len(i.dims) < 2 or i.name.endswith(".scale")
+               for i in stored.values())  # fmt: skip
+    # the file computes, in float32, what the model computes with its matrices rounded so
+    rounded = model(True)
+    with torch.no_grad():
+        rounded.h[0].mlp.c_fc.weight[3].zero_()
+        for p in rounded.parameters():
+            if p.ndim == 2:
+                scale = p.abs().amax(1, keepdim=True) / 127
+                scale[scale == 0] = 1.0
+                p.copy_((p / scale).round().clamp(-127, 127) * scale)
+    ids = torch.randint(0, CFG.vocab_size, (1, 11))
+    (logits,) = run(path, ids)
+    np.testing.assert_allclose(logits, rounded(ids).detach().numpy(), atol=1e-4, rtol=0)
+    full = onnx.load(str(export_onnx(m, tmp_path / "32.onnx"))).graph.initializer
+    assert sum(len(i.raw_data) for i in stored.values()) < 0.35 * sum(len(i.raw_data) for i in full)
+
+
+def test_int8_on_a_base_stores_the_difference(tmp_path):
+    """A fine-tuned model as its base's float16 weights plus an int8 difference: the file computes
+    what the model computes with each difference rounded so, closer than int8 on its own."""
+    base = model(True).half().float()  # a base saved in float16, as the mini model is
+    tuned = model(True).half().float()
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.002 * torch.randn_like(p))  # fine-tuning moves every weight a little
+    path = export_onnx(tuned, tmp_path / "delta.onnx", weights="int8", base=base)
+    stored = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+    assert stored["model.lm_head.weight.base"] == onnx.TensorProto.FLOAT16
+    assert stored["model.lm_head.weight.int8"] == onnx.TensorProto.INT8
+    rounded = model(True).half().float()
+    with torch.no_grad():
+        for p, b, t in zip(rounded.parameters(), base.parameters(), tuned.parameters(), strict=True):
+            if p.ndim == 2:
+                delta = t - b
+                scale = delta.abs().amax(1, keepdim=True) / 127
+                p.copy_(b + (delta / scale).round().clamp(-127, 127) * scale)
+            else:
+                p.copy_(t)
+    ids = torch.randint(0, CFG.vocab_size, (1, 10))
+    (logits,) = run(path, ids)
+    np.testing.assert_allclose(logits, rounded(ids).detach().numpy(), atol=1e-4, rtol=0)
+    (alone,) = run(export_onnx(tuned, tmp_path / "alone.onnx", weights="int8"), ids)
+    exact = tuned(ids).detach().numpy()
+    assert abs(logits - exact).max() < abs(alone - exact).max() / 4
+    with pytest.raises(ValueError, match="base needs weights='int8'"):
+        export_onnx(tuned, tmp_path / "x.onnx", weights="float16", base=base)
+    other = GPTModel(dataclasses.replace(CFG, emb_dim=16, n_heads=2)).eval()
+    with pytest.raises(ValueError, match="base has no weight model.wpe.weight of shape"):
+        export_onnx(tuned, tmp_path / "x.onnx", weights="int8", base=other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.onnx", "delta.onnx"]
 
 
 PROMPTS = [

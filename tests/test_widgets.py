@@ -189,3 +189,35 @@ def test_the_spam_probability_in_the_page_equals_pytorchs(browser):
     card = browser.evaluate(f"{SPAM}.querySelector('.gpt2-model-card').innerText")
     assert "test accuracy" in card and f"{about['test_accuracy']:.3f}" in card
     no_trouble(browser)
+
+
+INSTRUCT = "document.querySelector('[data-widget=instruct]')"
+
+
+def test_the_instruction_widget_answers_as_pytorch_does(browser):
+    """Chapter 6's widget: on every task it offers, the tuned model's answer and the base model's
+    equal what gpt2lib.instruction_tuning.generate_responses gives with the same weights."""
+    sys.path.insert(0, str(SITE.parent.parent / "scripts"))
+    from build_widgets import instruct_model
+
+    from gpt2lib.instruction_tuning import generate_responses
+    from gpt2lib.mini import load_mini
+
+    meta = json.loads((SITE / "widgets" / "models.json").read_text())["mini-instruct"]
+    model, about = instruct_model()  # the build's own run, from its cache
+    examples, n = meta["examples"], meta["max_new_tokens"]
+    tuned = generate_responses(model, examples, max_new_tokens=n, batch_size=32)
+    base = generate_responses(load_mini(), examples, max_new_tokens=n, batch_size=32)
+    open_page(browser, "06_instruction_tuning")
+    for i, record in enumerate(examples):
+        browser.evaluate(f"(() => {{ const s = {INSTRUCT}.querySelector('select'); s.value = '{i}';"
+                         " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
+        browser.evaluate(f"{INSTRUCT}.gpt2Result = undefined; {INSTRUCT}.querySelector('button').click()")
+        result = browser.wait_for(f"{INSTRUCT}.gpt2Result", timeout=180)
+        assert (result.get("answer"), result.get("base_answer")) == (tuned[i], base[i]), (record, result)
+    right = sum(a.strip().rstrip(".").strip() == r["output"] for a, r in zip(tuned, examples, strict=True))
+    assert right >= len(examples) // 2  # the tuned model answers most of them, the base model none
+    assert not any(base)
+    card = browser.evaluate(f"{INSTRUCT}.querySelector('.gpt2-model-card').innerText")
+    assert f"{meta['exact_match']['all']:.3f}" in card and meta["sha256"][:12] in card
+    no_trouble(browser)

@@ -163,7 +163,9 @@ function modelCard(info, checked) {
   return el("p", { class: "gpt2-model-card" },
     el("strong", {}, info.title), `: ${info.parameters.toLocaleString("en")} parameters, ${mb} MB `,
     `(ONNX sha256 `, short(info.sha256), checked ? ", checked in this browser" : "",
-    `; exported from the committed `, el("code", {}, info.weights_file), ` sha256 `, short(info.weights_sha256),
+    ...(info.weights_sha256
+      ? [`; exported from the committed `, el("code", {}, info.weights_file), ` sha256 `, short(info.weights_sha256)]
+      : [`; ${info.weights_file}`]),
     `). ${info.score}.`);
 }
 
@@ -541,9 +543,114 @@ function spamWidget(box) {
   box.append(field("A text message", message), el("div", { class: "gpt2-row" }, go, reset), meter, verdict);
 }
 
+// --- widget: an instruction, answered before and after tuning ----------------------------------
+
+/** The answer in what a model wrote after the prompt, as gpt2lib's extract_response reads it
+ * (the text stops before end-of-text): a "### Response:" header it wrote itself is skipped, the
+ * answer ends where a new section of the format starts, and surrounding whitespace goes. */
+function extractResponse(text) {
+  text = text.replace(/\r\n/g, "\n");
+  const stripped = text.trimStart();
+  if (stripped.startsWith("### Response:")) text = stripped.slice("### Response:".length);
+  const section = /^###[ \t]*(?:Instruction|Input|Response)[ \t]*:/m.exec(text);
+  if (section) text = text.slice(0, section.index);
+  return text.trim();
+}
+
+/** Greedy decoding (gpt2lib.generate at temperature 0) until end-of-text or `n` new tokens. */
+async function greedy(model, ids, n) {
+  const out = [];
+  for (let s = 0; s < n; s++) {
+    const { last } = await forward(model, ids.concat(out).slice(-model.info.context_length));
+    const next = largest(last, 1)[0];
+    if (next === END_OF_TEXT) return { ids: out, stopped: true };
+    out.push(next);
+  }
+  return { ids: out, stopped: false };
+}
+
+const END_OF_TEXT = 50256;
+
+function instructWidget(box) {
+  const name = box.dataset.model || "mini-instruct";
+  const pick = el("select", { "aria-label": "a test task" });
+  const instruction = el("textarea", { rows: "2", "aria-label": "instruction" });
+  const input = el("textarea", { rows: "2", "aria-label": "input" });
+  const go = el("button", { type: "button" }, "Answer");
+  const reset = el("button", { type: "button" }, "Reset");
+  const expected = el("p", { class: "gpt2-summary" });
+  const answers = el("div", { class: "gpt2-answers", "aria-live": "polite" });
+  const note = el("p", { class: "gpt2-note" });
+  const load = modelLoader(box, name);
+  let examples = [];
+  function choose(i) {
+    const task = examples[i];
+    if (!task) return;
+    pick.value = String(i);
+    instruction.value = task.instruction;
+    input.value = task.input;
+    expected.textContent = "";
+    answers.replaceChildren();
+  }
+  models().then((meta) => {
+    examples = meta[name]?.examples || [];
+    note.textContent = `Both models decode greedily, up to the chapter's ${meta[name]?.max_new_tokens} new tokens, ` +
+      "from the prompt in Alpaca's format that section 6 uses; the base model is the mini model the tuned one started from.";
+    pick.replaceChildren(...examples.map((t, i) =>
+      el("option", { value: String(i) }, `${t.kind}: ${t.instruction} ${t.input.replace(/\n/g, " / ")}`.slice(0, 70))));
+    choose(0);
+  }).catch(() => {}); // the loader says what went wrong
+  function panel(title, result) {
+    const answer = extractResponse(decode(result.ids));
+    return el("div", { class: "gpt2-answer" }, el("strong", {}, title),
+      el("p", { class: "gpt2-answer-text" }, answer ? answer : el("em", {}, "(empty)")),
+      el("p", { class: "gpt2-note" }, "What it wrote: ", el("code", {}, visible(decode(result.ids)) || "(nothing)"),
+        result.stopped ? " then end-of-text" : ` (stopped at the limit of ${result.ids.length} tokens)`));
+  }
+  async function answer() {
+    go.disabled = true;
+    try {
+      const tuned = await load();
+      const base = await loadModel(tuned.info.base, () => {});
+      if (!instruction.value.trim()) throw new Error("type an instruction first");
+      const template = input.value.trim() ? tuned.info.prompt_with_input : tuned.info.prompt_without_input;
+      const prompt = template.replace("{instruction}", () => instruction.value).replace("{input}", () => input.value);
+      const ids = encode(prompt);
+      const n = tuned.info.max_new_tokens;
+      const after = await greedy(tuned, ids, n);
+      const before = await greedy(base, ids, n);
+      answers.replaceChildren(
+        panel("After tuning (chapter 6's recipe)", after),
+        panel("Before tuning (the base mini model)", before));
+      const task = examples[Number(pick.value)];
+      const same = task && task.instruction === instruction.value && task.input === input.value;
+      const got = extractResponse(decode(after.ids));
+      expected.textContent = same
+        ? `Expected: ${task.output}. The tuned answer is ${got.replace(/\.+$/, "").trim() === task.output ? "right" : "wrong"}.`
+        : "Your own task: no expected answer to compare with.";
+      box.gpt2Result = { prompt, answer: got, base_answer: extractResponse(decode(before.ids)), at: performance.now() };
+    } catch (err) {
+      expected.textContent = errorText(err);
+      box.gpt2Result = { error: String(err) };
+    } finally {
+      go.disabled = false;
+    }
+  }
+  pick.addEventListener("change", () => choose(Number(pick.value)));
+  go.addEventListener("click", answer);
+  reset.addEventListener("click", () => choose(0));
+  box.append(
+    field("Pick a test task (never trained on), or write your own", pick),
+    field("Instruction", instruction), field("Input (may be empty)", input),
+    el("div", { class: "gpt2-row" }, go, reset), expected, answers, note);
+}
+
 // --- start ---------------------------------------------------------------------------------------
 
-const WIDGETS = { tokens: tokensWidget, attention: attentionWidget, generate: generateWidget, spam: spamWidget };
+const WIDGETS = {
+  tokens: tokensWidget, attention: attentionWidget, generate: generateWidget, spam: spamWidget,
+  instruct: instructWidget,
+};
 
 for (const box of document.querySelectorAll(".gpt2-widget")) {
   const make = WIDGETS[box.dataset.widget];
