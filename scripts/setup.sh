@@ -27,7 +27,8 @@ cp "$mathjax/LICENSE" "$mathjax/es5/tex-mml-chtml.js" build/site-static/mathjax/
 cp -r "$mathjax/es5/input" "$mathjax/es5/output" "$mathjax/es5/ui" "$mathjax/es5/a11y" \
     "$mathjax/es5/sre" "$mathjax/es5/adaptors" build/site-static/mathjax/
 # the live widgets: their JavaScript bundle, ONNX Runtime's WebAssembly and the committed models
-# exported to ONNX, into build/site-static/widgets (scripts/build_widgets.py)
+# exported to ONNX, into build/site-static/widgets (scripts/build_widgets.py); the first run also
+# trains chapter 6's model with the chapter's recipe (about 7 minutes on 2 cores; then cached)
 .venv/bin/python scripts/build_widgets.py
 # -W: a broken reference or a missing file fails the build
 .venv/bin/jupyter-book build . -W -n --keep-going
