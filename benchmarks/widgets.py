@@ -77,7 +77,7 @@ def _gpt2lib_rate(prompt_ids: list[int], threads: int) -> float:
 
 
 def measure() -> dict:
-    with serve(SITE) as base, Chromium(port=9335) as browser:
+    with serve(SITE) as base, Chromium() as browser:
         browser.resize(1280)
         pages = {}
         # time to the first answer, on the page's own clock (ms since it began to load): the

@@ -33,7 +33,7 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail(f"CI runs the widget tests, but this machine lacks {' and '.join(missing)}")
         pytest.skip(f"needs {' and '.join(missing)}")
-    with serve(SITE) as base, Chromium(port=9334) as chromium:
+    with serve(SITE) as base, Chromium() as chromium:
         chromium.base = base
         yield chromium
 

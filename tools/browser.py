@@ -68,19 +68,20 @@ class Chromium:
     ``received``, the bytes each brought over the wire; ``errors``, console errors, uncaught
     exceptions and failed loads."""
 
-    def __init__(self, chromium: str | None = None, port: int = 9333) -> None:
+    def __init__(self, chromium: str | None = None) -> None:
         chromium = chromium or find_chromium()
         if chromium is None:
             raise RuntimeError("chromium not found (Debian: apt-get install chromium)")
         self.profile = tempfile.mkdtemp(prefix="gpt2-chromium-")
+        # port 0: Chromium picks a free port and writes it to DevToolsActivePort in its profile,
+        # so that two runs at once (the page check and the widget tests) never share a browser
         self.process = subprocess.Popen(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
+             "--disable-sync", "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
              "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        self.port = port
         self.loop = asyncio.new_event_loop()
         self._id = 0
         self.requests: list[str] = []
@@ -93,12 +94,16 @@ class Chromium:
         self.call("Network.setCacheDisabled", cacheDisabled=True)  # every visit fetches anew
 
     def _page_target(self) -> str:
+        active = Path(self.profile) / "DevToolsActivePort"
         for _ in range(150):
+            if self.process.poll() is not None:
+                break
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json", timeout=2) as r:
+                port = int(active.read_text().split()[0])
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2) as r:
                     targets = json.load(r)
                 return next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
-            except (OSError, StopIteration, ValueError):
+            except (OSError, StopIteration, ValueError, IndexError):
                 time.sleep(0.2)
         raise RuntimeError("headless Chromium did not start")
 
